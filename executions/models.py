@@ -1,0 +1,118 @@
+"""Pipeline executions and their steps (seed 000: pipeline_executions, component_executions)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from imageflow.models import TimestampedModel, choices_check
+
+
+class ExecutionStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class StepStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# Allowed moves of the status state machines; anything else is refused.
+EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    ExecutionStatus.PENDING: frozenset({ExecutionStatus.RUNNING, ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}),
+    ExecutionStatus.RUNNING: frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}),
+    ExecutionStatus.COMPLETED: frozenset(),
+    ExecutionStatus.FAILED: frozenset(),
+    ExecutionStatus.CANCELLED: frozenset(),
+}
+STEP_TRANSITIONS: dict[str, frozenset[str]] = {
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED, StepStatus.CANCELLED}),
+    StepStatus.RUNNING: frozenset({StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED}),
+    StepStatus.COMPLETED: frozenset(),
+    StepStatus.FAILED: frozenset(),
+    StepStatus.SKIPPED: frozenset(),
+    StepStatus.CANCELLED: frozenset(),
+}
+FINISHED_EXECUTION_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED})
+FINISHED_STEP_STATUSES = frozenset(
+    {StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED}
+)
+
+
+class PipelineExecution(TimestampedModel):
+    pipeline = models.ForeignKey("registry.Pipeline", on_delete=models.PROTECT, related_name="executions")
+    pipeline_version = models.IntegerField(help_text="The pipeline version this run executes.")
+    status = models.CharField(max_length=50, choices=ExecutionStatus.choices, default=ExecutionStatus.PENDING)
+    input_data = models.JSONField(blank=True, null=True)
+    output_data = models.JSONField(blank=True, null=True)
+    error_message = models.TextField(blank=True, null=True)
+    started_at = models.DateTimeField(blank=True, null=True)
+    completed_at = models.DateTimeField(blank=True, null=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        db_column="created_by", related_name="pipeline_executions",
+    )
+    idempotency_key = models.CharField(max_length=255, blank=True, null=True)
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries",
+        help_text="The failed execution this one re-runs.",
+    )
+
+    class Meta:
+        db_table = "pipeline_executions"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            choices_check(field="status", choices=ExecutionStatus, name="pipeline_executions_status_valid"),
+            models.UniqueConstraint(
+                fields=["created_by", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="pipeline_executions_idempotency_uniq",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at", "-id"], name="pexec_status_created_idx"),
+            models.Index(fields=["status", "-started_at"], name="pexec_status_started_idx"),
+            models.Index(fields=["pipeline", "status", "-created_at", "-id"], name="pexec_pipe_status_created_idx"),
+            models.Index(fields=["-created_at", "-id"], name="pexec_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pipeline_id} run {self.id} [{self.status}]"
+
+
+class ComponentExecution(TimestampedModel):
+    """One step of a run: the execution of one DAG node's component."""
+
+    execution = models.ForeignKey(PipelineExecution, on_delete=models.CASCADE, related_name="steps")
+    component = models.ForeignKey("registry.Component", on_delete=models.PROTECT, related_name="executions")
+    node_id = models.CharField(max_length=255, help_text="The id of the DAG node this step runs.")
+    status = models.CharField(max_length=50, choices=StepStatus.choices, default=StepStatus.PENDING)
+    input_data = models.JSONField(blank=True, null=True)
+    output_data = models.JSONField(blank=True, null=True)
+    error_message = models.TextField(blank=True, null=True)
+    execution_time_ms = models.IntegerField(blank=True, null=True)
+    resource_usage = models.JSONField(blank=True, null=True, help_text="cpu_seconds, peak_memory_bytes")
+    attempts = models.IntegerField(default=0)
+    heartbeat_at = models.DateTimeField(blank=True, null=True)
+    started_at = models.DateTimeField(blank=True, null=True)
+    completed_at = models.DateTimeField(blank=True, null=True)
+
+    class Meta:
+        db_table = "component_executions"
+        ordering = ["execution", "created_at"]
+        constraints = [
+            choices_check(field="status", choices=StepStatus, name="component_executions_status_valid"),
+            models.UniqueConstraint(fields=["execution", "node_id"], name="component_executions_node_uniq"),
+        ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="cexec_status_heartbeat_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.node_id} [{self.status}]"

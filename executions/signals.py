@@ -1,0 +1,13 @@
+"""Signals sent after a status change of an execution or a step has been committed.
+
+The engine sends them (from `transaction.on_commit`); progress publishing and other
+observers connect receivers, so the engine does not know who listens.
+"""
+
+from django.dispatch import Signal
+
+# kwargs: execution_id (UUID), status (str), previous_status (str)
+execution_status_changed = Signal()
+
+# kwargs: execution_id (UUID), step_id (UUID), node_id (str), status (str), previous_status (str)
+step_status_changed = Signal()

@@ -1,0 +1,33 @@
+"""File metadata; the bytes live in the S3-compatible object store (seed 000: files)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from imageflow.models import UUIDModel
+
+
+class File(UUIDModel):
+    original_name = models.CharField(max_length=500, blank=True, null=True)
+    mime_type = models.CharField(max_length=100, blank=True, null=True)
+    file_size = models.BigIntegerField(blank=True, null=True)
+    storage_path = models.CharField(max_length=1000, help_text="Object key in the bucket.")
+    checksum = models.CharField(max_length=64, blank=True, null=True, help_text="SHA-256, hex.")
+    metadata = models.JSONField(blank=True, null=True, help_text="format, width, height, EXIF, ...")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        db_column="created_by", related_name="files",
+    )
+
+    class Meta:
+        db_table = "files"
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["checksum"], name="files_checksum_idx"),
+            models.Index(fields=["created_by", "-created_at"], name="files_owner_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.original_name or str(self.id)

@@ -1,0 +1,94 @@
+"""Every model in the admin answers to staff and turns anonymous visitors away."""
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from registry.models import PipelineVersion
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def _make(model):
+    """One saved instance of `model`, so its change page has something to show."""
+    makers = {
+        "accounts.user": factories.UserFactory,
+        "auth.group": lambda: Group.objects.create(name="editors"),
+        "registry.component": factories.ComponentFactory,
+        "registry.pipeline": factories.PipelineFactory,
+        "registry.pipelineversion": lambda: PipelineVersion.objects.create(
+            pipeline=factories.PipelineFactory(), version=1, name="p", definition={"nodes": [], "edges": []}
+        ),
+        "registry.workflow": factories.WorkflowFactory,
+        "registry.workflownode": factories.WorkflowNodeFactory,
+        "registry.workflowedge": factories.WorkflowEdgeFactory,
+        "registry.workflowparam": factories.WorkflowParamFactory,
+        "executions.pipelineexecution": factories.PipelineExecutionFactory,
+        "executions.componentexecution": factories.ComponentExecutionFactory,
+        "files.file": factories.FileFactory,
+    }
+    label = model._meta.label_lower
+    if label == "authtoken.tokenproxy":
+        from rest_framework.authtoken.models import Token, TokenProxy
+
+        token = Token.objects.create(user=factories.UserFactory())
+        return TokenProxy.objects.get(pk=token.pk)
+    return makers[label]()
+
+
+REGISTERED = sorted(admin.site._registry, key=lambda m: m._meta.label_lower)
+IDS = [m._meta.label_lower for m in REGISTERED]
+
+
+def _url(model, view, *args):
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{view}", args=args)
+
+
+def test_every_seed_model_is_in_the_admin():
+    labels = set(IDS)
+    for label in ["registry.component", "registry.pipeline", "registry.workflow", "registry.workflownode",
+                  "registry.workflowedge", "registry.workflowparam", "executions.pipelineexecution",
+                  "executions.componentexecution", "files.file", "accounts.user"]:
+        assert label in labels
+
+
+@pytest.mark.parametrize("model", REGISTERED, ids=IDS)
+def test_changelist_search_and_change_pages_answer_staff(staff_client, model):
+    obj = _make(model)
+    assert staff_client.get(_url(model, "changelist")).status_code == 200
+    assert staff_client.get(_url(model, "changelist") + "?q=x").status_code == 200
+    response = staff_client.get(_url(model, "change", obj.pk))
+    assert response.status_code == 200
+    assert str(obj.pk) in response.content.decode() or str(obj) in response.content.decode()
+
+
+@pytest.mark.parametrize("model", REGISTERED, ids=IDS)
+def test_add_page_answers_staff_where_adding_is_allowed(staff_client, staff_user, rf, model):
+    request = rf.get("/")
+    request.user = staff_user
+    expected = 200 if admin.site._registry[model].has_add_permission(request) else 403
+    assert staff_client.get(_url(model, "add")).status_code == expected
+
+
+@pytest.mark.parametrize("model", REGISTERED, ids=IDS)
+def test_anonymous_visitor_is_sent_to_the_login_page(client, model):
+    response = client.get(_url(model, "changelist"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_json_fields_are_edited_pretty_printed(staff_client):
+    component = factories.ComponentFactory(input_schema={"type": "object", "properties": {"w": {"type": "integer"}}})
+    html = staff_client.get(_url(type(component), "change", component.pk)).content.decode()
+    assert '{\n  &quot;properties&quot;: {\n    &quot;w&quot;' in html
+
+
+def test_workflow_page_shows_nodes_edges_and_params_inline(staff_client):
+    edge = factories.WorkflowEdgeFactory()
+    factories.WorkflowParamFactory(workflow=edge.workflow, key="temperature")
+    html = staff_client.get(_url(type(edge.workflow), "change", edge.workflow.pk)).content.decode()
+    assert edge.parent_node.name in html and edge.child_node.name in html
+    assert "temperature" in html
+    assert "edges-TOTAL_FORMS" in html
