@@ -169,7 +169,8 @@ STORAGES = {
             "secret_key": AWS_SECRET_ACCESS_KEY,
             "addressing_style": "path",
             "signature_version": "s3v4",
-            "file_overwrite": False,
+            # Keys are fresh UUIDs, so no existence check (a HEAD request) before each write.
+            "file_overwrite": True,
             "querystring_expire": S3_PRESIGNED_EXPIRY_SECONDS,
             "default_acl": None,
         },

@@ -1,0 +1,106 @@
+"""Writes of files: bytes go to the object store, metadata to the `files` table.
+
+Object keys are built from a fresh UUID (never from the user's file name); the sanitized
+original name is kept only as metadata. The object is written first and removed again if the
+row cannot be stored, so a failure leaves neither a row without an object nor an orphan object.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+from typing import IO
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from .inspection import inspect_image, sanitize_file_name, sha256_of
+from .models import File
+
+logger = logging.getLogger(__name__)
+
+
+def object_key_for(*, file_id: uuid.UUID, extension: str, prefix: str = "uploads") -> str:
+    today = timezone.now()
+    return f"{prefix}/{today:%Y/%m/%d}/{file_id.hex}{extension}"
+
+
+def file_store(
+    *,
+    stream: IO[bytes],
+    original_name: str | None,
+    created_by=None,
+    prefix: str = "uploads",
+    extra_metadata: dict | None = None,
+) -> File:
+    """Store an image from a seekable binary stream (a temporary upload file, BytesIO, ...).
+
+    Raises django.core.exceptions.ValidationError for an empty, non-image or corrupt file;
+    nothing is stored then.
+    """
+    facts = inspect_image(stream)
+    checksum, size = sha256_of(stream)
+    file_id = uuid.uuid4()
+    key = object_key_for(file_id=file_id, extension=facts.extension, prefix=prefix)
+    stored_key = default_storage.save(key, stream)
+    metadata = {**facts.metadata, **(extra_metadata or {})}
+    try:
+        with transaction.atomic():
+            return File.objects.create(
+                id=file_id,
+                original_name=sanitize_file_name(original_name, fallback=f"{file_id.hex}{facts.extension}"),
+                mime_type=facts.mime_type,
+                file_size=size,
+                storage_path=stored_key,
+                checksum=checksum,
+                metadata=metadata,
+                created_by=created_by,
+            )
+    except Exception:
+        default_storage.delete(stored_key)
+        raise
+
+
+def file_store_bytes(*, content: bytes, original_name: str, created_by=None, prefix: str = "outputs",
+                     extra_metadata: dict | None = None) -> File:
+    """Store an in-memory image (a step's output)."""
+    return file_store(stream=io.BytesIO(content), original_name=original_name, created_by=created_by,
+                      prefix=prefix, extra_metadata=extra_metadata)
+
+
+def file_open(file: File) -> IO[bytes]:
+    """A readable binary file object of the stored bytes (the caller closes it)."""
+    return default_storage.open(file.storage_path, "rb")
+
+
+def file_read_bytes(file: File) -> bytes:
+    with file_open(file) as handle:
+        return handle.read()
+
+
+def file_delete(*, file: File) -> None:
+    """Delete the row; its object is deleted once the deletion has committed."""
+    key = file.storage_path
+    with transaction.atomic():
+        file.delete()
+        transaction.on_commit(lambda: _delete_object(key))
+
+
+def _delete_object(key: str) -> None:
+    try:
+        default_storage.delete(key)
+    except Exception:  # the row is gone; a leftover object is logged, not fatal
+        logger.exception("could not delete object %s", key)
+
+
+def file_presigned_url(file: File, *, expires_in: int | None = None) -> str:
+    """A short-lived GET URL of the object, served with the original name."""
+    name = (file.original_name or file.storage_path.rsplit("/", 1)[-1]).replace('"', "")
+    return default_storage.url(
+        file.storage_path,
+        parameters={"ResponseContentDisposition": f'attachment; filename="{name}"'},
+        expire=expires_in or settings.S3_PRESIGNED_EXPIRY_SECONDS,
+    )
