@@ -229,3 +229,26 @@ LOGGING = {
 # --- Demo data ---------------------------------------------------------------------------------
 DEMO_USERNAME = env.str("DEMO_USERNAME", "admin")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", "imageflow-admin")
+
+# --- Pipelines and the execution engine (README: "Pipelines and the execution engine") ---------
+PIPELINE_MAX_NODES = env.int("PIPELINE_MAX_NODES", 500)
+# A step running longer than this fails ("time limit"); external processes are killed.
+STEP_TIME_LIMIT_SECONDS = env.int("STEP_TIME_LIMIT_SECONDS", 600)
+# A running step's worker writes heartbeat_at this often; a step silent for longer than the
+# timeout is taken over by another delivery or by the periodic sweep.
+STEP_HEARTBEAT_SECONDS = env.float("STEP_HEARTBEAT_SECONDS", 5.0)
+STEP_HEARTBEAT_TIMEOUT_SECONDS = env.float("STEP_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
+# How many times a step's body may start (worker crashes count); then the step fails.
+STEP_MAX_ATTEMPTS = env.int("STEP_MAX_ATTEMPTS", 3)
+# Transient errors (object store unavailable, connection reset) retry with exponential backoff.
+STEP_TRANSIENT_RETRIES = env.int("STEP_TRANSIENT_RETRIES", 4)
+STEP_RETRY_BACKOFF_SECONDS = env.float("STEP_RETRY_BACKOFF_SECONDS", 2.0)
+EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS", 30.0)
+# How a `runner="container"` component is started; {image} is the component's docker_image.
+CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i {image}")
+CELERY_BEAT_SCHEDULE = {
+    "executions-sweep-stale-steps": {
+        "task": "executions.tasks.execution_sweep",
+        "schedule": EXECUTION_SWEEP_INTERVAL_SECONDS,
+    },
+}
