@@ -57,7 +57,11 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
     "imageflow.accounts",
+    "imageflow.orgs",
+    "imageflow.audit",
     "registry",
     "executions",
     "files",
@@ -70,8 +74,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "imageflow.audit.context.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Django's own 404/405/500 pages under /api/ answer in the API error shape.
+    "imageflow.api.errors.ApiErrorMiddleware",
 ]
 
 ROOT_URLCONF = "imageflow.urls"
@@ -206,7 +213,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "imageflow.api.pagination.StandardPagination",
+    "EXCEPTION_HANDLER": "imageflow.api.errors.api_exception_handler",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", 50),
 }
 SPECTACULAR_SETTINGS = {
@@ -214,6 +222,14 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Image-processing pipelines, executions, files and the workflow registry.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "imageflow.api.schema.error_postprocessing_hook",
+    ],
 }
 
 # --- Logging -----------------------------------------------------------------------------------
@@ -223,7 +239,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "elastic_transport": {"level": "WARNING"}},
 }
 
 # --- Demo data ---------------------------------------------------------------------------------
@@ -252,3 +268,52 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": EXECUTION_SWEEP_INTERVAL_SECONDS,
     },
 }
+
+# --- Live progress and execution logs (README: "Live progress and execution logs") -------------
+# Progress events go through a Redis channel layer (its own DB index: not the cache's, not the
+# broker's) to WebSocket and SSE clients; the per-run sequence counter and event history live
+# there too, under CHANNEL_LAYER_PREFIX.
+CHANNEL_LAYER_REDIS_URL = env.str("CHANNEL_LAYER_REDIS_URL", "redis://127.0.0.1:6379/2")
+CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "imageflow")
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [CHANNEL_LAYER_REDIS_URL],
+            "prefix": f"{CHANNEL_LAYER_PREFIX}:asgi",
+            "capacity": 1000,
+            "expiry": 60,
+        },
+    }
+}
+PROGRESS_EVENT_HISTORY = env.int("PROGRESS_EVENT_HISTORY", 5000)  # events kept per run for replay
+PROGRESS_EVENT_TTL_SECONDS = env.int("PROGRESS_EVENT_TTL_SECONDS", 7 * 24 * 3600)
+PROGRESS_LONG_POLL_MAX_SECONDS = env.float("PROGRESS_LONG_POLL_MAX_SECONDS", 25.0)
+# Execution log records are buffered in PostgreSQL and shipped in bulk this often.
+LOG_SHIP_INTERVAL_SECONDS = env.float("LOG_SHIP_INTERVAL_SECONDS", 2.0)
+LOG_SHIP_BATCH_SIZE = env.int("LOG_SHIP_BATCH_SIZE", 2000)
+CELERY_IMPORTS = ["executions.logstore.tasks"]
+CELERY_BEAT_SCHEDULE["executions-ship-logs"] = {
+    "task": "executions.logstore.tasks.ship_logs",
+    "schedule": LOG_SHIP_INTERVAL_SECONDS,
+    "options": {"expires": LOG_SHIP_INTERVAL_SECONDS * 5},
+}
+
+# --- Workflow registry (README: "Workflow registry") -------------------------------------------
+# Similar-workflow scoring: weight of text (trigram) vs structure (node types, components,
+# edges); the backend is a dotted path so an embedding backend (pgvector) can be switched on.
+WORKFLOW_SIMILARITY_BACKEND = env.str("WORKFLOW_SIMILARITY_BACKEND", "registry.similarity.TrigramStructureBackend")
+WORKFLOW_SIMILARITY_TEXT_WEIGHT = env.float("WORKFLOW_SIMILARITY_TEXT_WEIGHT", 0.5)
+WORKFLOW_SIMILARITY_CANDIDATES = env.int("WORKFLOW_SIMILARITY_CANDIDATES", 200)
+# Full-text search configuration (PostgreSQL text search config name).
+WORKFLOW_SEARCH_CONFIG = env.str("WORKFLOW_SEARCH_CONFIG", "english")
+# Apply: `agent`/`tool` nodes that name no registered component are POSTed to this URL.
+WORKFLOW_HTTP_RUNNER_URL = env.str("WORKFLOW_HTTP_RUNNER_URL", "http://127.0.0.1:8765/run")
+WORKFLOW_HTTP_RUNNER_TIMEOUT_SECONDS = env.float("WORKFLOW_HTTP_RUNNER_TIMEOUT_SECONDS", 30.0)
+
+# --- REST API uploads (README: "REST API") ----------------------------------------------------
+# Largest accepted upload; a bigger one is refused with 413 while streaming, nothing stored.
+FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)
+# Uploads above this many bytes are spooled to a temporary file, never held whole in memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+FILE_UPLOAD_HANDLERS = ["files.api.upload.HashingUploadHandler"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex, GistIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 from imageflow.models import TimestampedModel, UUIDModel, choices_check
@@ -47,6 +50,20 @@ class Component(TimestampedModel):
         return f"{self.name}:{self.version}"
 
 
+class Tag(UUIDModel):
+    """A label shared by workflows and pipelines (workflow registry: tags/categories)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "tags"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Pipeline(TimestampedModel):
     """A DAG of component nodes. `definition` is the canonical JSON graph (see README)."""
 
@@ -58,6 +75,12 @@ class Pipeline(TimestampedModel):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         db_column="created_by", related_name="pipelines",
     )
+    # Workflow registry: organization scope, category and tags.
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="pipelines",
+    )
+    category = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="pipelines")
 
     class Meta:
         db_table = "pipelines"
@@ -106,12 +129,36 @@ class Workflow(TimestampedModel):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
         db_column="created_by", related_name="workflows",
     )
+    # Workflow registry (registry/workflow_services.py keeps these in step with the graph).
+    organization = models.ForeignKey(
+        "orgs.Organization", on_delete=models.PROTECT, null=True, blank=True, related_name="workflows",
+    )
+    category = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="workflows")
+    request_id = models.CharField(max_length=255, blank=True, null=True,
+                                  help_text="Client request id: a repeated creation returns this workflow.")
+    search_vector = SearchVectorField(null=True, editable=False)
+    similarity_text = models.TextField(blank=True, default="", editable=False)
+    structure_features = ArrayField(models.CharField(max_length=300), default=list, blank=True, editable=False)
+    read_count = models.IntegerField(default=0, editable=False)
+    apply_count = models.IntegerField(default=0, editable=False)
+    reuse_count = models.IntegerField(default=0, editable=False)
 
     class Meta:
         db_table = "workflow"
         ordering = ["-updated_at"]
-        indexes = [models.Index(fields=["-updated_at", "id"], name="workflow_updated_idx")]
-        constraints = [models.CheckConstraint(condition=models.Q(version__gte=1), name="workflow_version_positive")]
+        indexes = [
+            models.Index(fields=["-updated_at", "id"], name="workflow_updated_idx"),
+            GinIndex(fields=["search_vector"], name="workflow_search_gin"),
+            GistIndex(fields=["similarity_text"], name="workflow_similarity_trgm", opclasses=["gist_trgm_ops"]),
+            GinIndex(fields=["structure_features"], name="workflow_features_gin"),
+            models.Index(fields=["organization", "-updated_at"], name="workflow_org_updated_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(version__gte=1), name="workflow_version_positive"),
+            models.UniqueConstraint(fields=["created_by", "request_id"], condition=models.Q(request_id__isnull=False),
+                                    name="workflow_request_id_uniq"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} (v{self.version})"
@@ -120,6 +167,7 @@ class Workflow(TimestampedModel):
 class WorkflowNode(UUIDModel):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="nodes")
     node_type = models.CharField(max_length=100, help_text="agent, tool, component, ...")
+    key = models.CharField(max_length=100, help_text="Stable id of the node within its workflow (edges, diffs).")
     name = models.CharField(max_length=255)
     parameters = models.JSONField(blank=True, null=True)
     order_index = models.IntegerField(default=0)
@@ -128,6 +176,13 @@ class WorkflowNode(UUIDModel):
         db_table = "workflow_nodes"
         ordering = ["workflow", "order_index"]
         indexes = [models.Index(fields=["workflow", "order_index"], name="workflow_nodes_order_idx")]
+        constraints = [models.UniqueConstraint(fields=["workflow", "key"], name="workflow_nodes_key_uniq")]
+
+    def save(self, *args, **kwargs):
+        # Nodes added outside the services (e.g. an admin inline) still get a stable key.
+        if not self.key:
+            self.key = f"n-{self.id.hex[:12]}"
+        super().save(*args, **kwargs)
 
     def __str__(self) -> str:
         return f"{self.name} [{self.node_type}]"
@@ -170,3 +225,58 @@ class WorkflowParam(UUIDModel):
 
     def __str__(self) -> str:
         return f"{self.key}: {self.value_type}"
+
+
+class WorkflowVersion(UUIDModel):
+    """An immutable snapshot of a workflow (metadata, nodes, edges, params) at one version."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="versions")
+    version = models.IntegerField()
+    snapshot = models.JSONField(help_text="The workflow document (registry/interchange.py format).")
+    change = models.CharField(max_length=20, default="update", help_text="create, update, restore, import")
+    restored_from = models.IntegerField(blank=True, null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+        db_column="created_by", related_name="+",
+    )
+
+    class Meta:
+        db_table = "workflow_versions"
+        ordering = ["workflow", "-version"]
+        constraints = [models.UniqueConstraint(fields=["workflow", "version"], name="workflow_versions_uniq")]
+
+    def __str__(self) -> str:
+        return f"{self.workflow_id} v{self.version}"
+
+
+class WorkflowAccessKind(models.TextChoices):
+    READ = "read", "Read"
+    EXPORT = "export", "Exported"
+    APPLY = "apply", "Applied"
+    REUSE = "reuse", "Reused"
+
+
+class WorkflowAccess(UUIDModel):
+    """Access log: who fetched, exported, applied or reused which workflow, and when."""
+
+    Kind = WorkflowAccessKind
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="accesses")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                             related_name="+")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    version = models.IntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "workflow_access_log"
+        ordering = ["-created_at"]
+        constraints = [choices_check(field="kind", choices=WorkflowAccessKind, name="workflow_access_kind_valid")]
+        indexes = [
+            models.Index(fields=["workflow", "kind"], name="workflow_access_wf_kind_idx"),
+            models.Index(fields=["-created_at"], name="workflow_access_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.workflow_id} by {self.user_id}"
