@@ -35,14 +35,20 @@ def file_store(
     created_by=None,
     prefix: str = "uploads",
     extra_metadata: dict | None = None,
+    checksum: str | None = None,
+    size: int | None = None,
 ) -> File:
     """Store an image from a seekable binary stream (a temporary upload file, BytesIO, ...).
+
+    `checksum` (SHA-256 hex) and `size` may be passed when the caller already computed them
+    while receiving the bytes (the upload handler does), saving a second pass over the file.
 
     Raises django.core.exceptions.ValidationError for an empty, non-image or corrupt file;
     nothing is stored then.
     """
     facts = inspect_image(stream)
-    checksum, size = sha256_of(stream)
+    if checksum is None or size is None:
+        checksum, size = sha256_of(stream)
     file_id = uuid.uuid4()
     key = object_key_for(file_id=file_id, extension=facts.extension, prefix=prefix)
     stored_key = default_storage.save(key, stream)

@@ -1,5 +1,8 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from imageflow.health import healthz
 
 admin.site.site_header = "ImageFlow administration"
 admin.site.site_title = "ImageFlow"
@@ -7,4 +10,11 @@ admin.site.index_title = "Components, pipelines, workflows and runs"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz", healthz, name="healthz"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/v1/", include("imageflow.api.urls")),
 ]
+
+handler404 = "imageflow.api.errors.handler404"
+handler500 = "imageflow.api.errors.handler500"

@@ -1,0 +1,14 @@
+"""`/api/v1/`: every app's API routes. Apps add one `path(..., include(...))` line each."""
+
+from django.urls import include, path
+
+from .auth import TokenObtainView
+
+app_name = "api"
+
+urlpatterns = [
+    path("auth/token/", TokenObtainView.as_view(), name="token"),
+    path("", include("registry.api.urls")),
+    path("", include("files.api.urls")),
+    path("", include("executions.api.urls")),
+]
