@@ -116,3 +116,6 @@ class ComponentExecution(TimestampedModel):
 
     def __str__(self) -> str:
         return f"{self.node_id} [{self.status}]"
+
+
+from executions.log_models import ExecutionLogRecord, LogLevel  # noqa: E402,F401  (durable log buffer)

@@ -1,0 +1,170 @@
+"""Bulk shipping of the durable log buffer to the search server.
+
+Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` (two shippers never send the same
+batch at once), sent with one `_bulk` request per batch with `_id` = row id (a retried batch
+overwrites itself instead of duplicating), and marked shipped in the same transaction, only for
+the items the server acknowledged. When the server cannot be reached the transaction rolls back:
+the rows stay unshipped and the next run sends them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import timezone as dt_timezone
+
+from django.db import transaction
+from django.utils import timezone
+from elastic_transport import ConnectionError as TransportConnectionError
+from elastic_transport import ConnectionTimeout, TransportError
+from elasticsearch import ApiError, Elasticsearch
+
+from executions.log_models import ExecutionLogRecord
+from executions.logstore.documents import ensure_template, monthly_index_name
+from imageflow.search import get_client, index_name
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 2000
+
+
+class SearchUnavailable(Exception):
+    """The search server could not be reached or answered with a server error."""
+
+
+@dataclass
+class ShipResult:
+    shipped: int = 0
+    refused: int = 0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _timestamp_text(value) -> str:
+    return value.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def record_source(row: ExecutionLogRecord, *, pipeline_id, pipeline_name, owner_id) -> dict:
+    """The document for one row (fields of `LogRecordDocument`)."""
+    return {
+        "record_id": row.id,
+        "execution_id": str(row.execution_id),
+        "pipeline_id": str(pipeline_id) if pipeline_id else None,
+        "pipeline_name": pipeline_name,
+        "owner_id": str(owner_id) if owner_id else None,
+        "step_id": str(row.step_id) if row.step_id else None,
+        "node_id": row.node_id or None,
+        "component": row.component or None,
+        "level": row.level,
+        "message": row.message,
+        "timestamp": _timestamp_text(row.timestamp),
+        "extra": row.extra or {},
+    }
+
+
+def _bulk_body(rows: list[ExecutionLogRecord]) -> str:
+    lines: list[str] = []
+    for row in rows:
+        execution = row.execution
+        source = record_source(
+            row, pipeline_id=execution.pipeline_id, pipeline_name=execution.pipeline.name,
+            owner_id=execution.created_by_id,
+        )
+        lines.append(json.dumps({"index": {"_index": monthly_index_name(row.timestamp), "_id": str(row.id)}}))
+        lines.append(json.dumps(source, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def send_bulk(client: Elasticsearch, rows: list[ExecutionLogRecord], *, refresh: bool = False) -> tuple[list[int], dict[int, str]]:
+    """Sends rows in one `_bulk`; returns (acknowledged ids, {refused id: reason})."""
+    try:
+        response = client.bulk(operations=_bulk_body(rows), refresh=refresh)
+    except (TransportConnectionError, ConnectionTimeout) as exc:
+        raise SearchUnavailable(f"search server unreachable: {exc}") from exc
+    except ApiError as exc:
+        raise SearchUnavailable(f"search server refused the bulk request: {exc}") from exc
+    except TransportError as exc:
+        raise SearchUnavailable(f"search server error: {exc}") from exc
+    acknowledged: list[int] = []
+    refused: dict[int, str] = {}
+    for item in response.get("items", []):
+        result = next(iter(item.values()))
+        record_id = int(result["_id"])
+        status = int(result.get("status", 500))
+        if 200 <= status < 300:
+            acknowledged.append(record_id)
+        elif status in (429,) or status >= 500:
+            continue  # transient: left unshipped, retried next run
+        else:
+            refused[record_id] = json.dumps(result.get("error", {"status": status}))[:2000]
+    return acknowledged, refused
+
+
+def ship_pending(
+    *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None, client: Elasticsearch | None = None,
+    refresh: bool = False,
+) -> ShipResult:
+    """Ships unshipped rows, oldest first, until none are left (or `max_batches` were sent).
+    Raises `SearchUnavailable` when the server is down; already shipped batches stay shipped."""
+    es = client or get_client()
+    result = ShipResult()
+    try:
+        ensure_template(es)
+    except (TransportConnectionError, ConnectionTimeout, TransportError, ApiError) as exc:
+        raise SearchUnavailable(f"search server unreachable: {exc}") from exc
+    while max_batches is None or result.batches < max_batches:
+        with transaction.atomic():
+            rows = list(
+                ExecutionLogRecord.objects.filter(shipped_at__isnull=True, ship_error__isnull=True)
+                .select_related("execution__pipeline")
+                .select_for_update(skip_locked=True, of=("self",))
+                .order_by("id")[:batch_size]
+            )
+            if not rows:
+                break
+            acknowledged, refused = send_bulk(es, rows, refresh=refresh)
+            now = timezone.now()
+            if acknowledged:
+                ExecutionLogRecord.objects.filter(id__in=acknowledged).update(shipped_at=now)
+            for record_id, reason in refused.items():
+                ExecutionLogRecord.objects.filter(id=record_id).update(ship_error=reason)
+        result.batches += 1
+        result.shipped += len(acknowledged)
+        result.refused += len(refused)
+        if refused:
+            logger.error("search server refused %d log records (kept, marked ship_error)", len(refused))
+        if len(acknowledged) + len(refused) == 0:
+            break  # only transient item failures: stop and let the next run retry
+        if len(rows) < batch_size:
+            break
+    return result
+
+
+def reindex(
+    *, batch_size: int = DEFAULT_BATCH_SIZE, execution_id=None, client: Elasticsearch | None = None,
+    refresh: bool = True,
+) -> int:
+    """Sends every stored row again (all, or one execution's), by id order, and marks them shipped.
+    Idempotent: the same `_id`s overwrite the same documents. Refused rows get their error updated."""
+    es = client or get_client()
+    ensure_template(es)
+    queryset = ExecutionLogRecord.objects.select_related("execution__pipeline").order_by("id")
+    if execution_id is not None:
+        queryset = queryset.filter(execution_id=execution_id)
+    sent = 0
+    last_id = 0
+    while True:
+        rows = list(queryset.filter(id__gt=last_id)[:batch_size])
+        if not rows:
+            break
+        acknowledged, refused = send_bulk(es, rows)
+        now = timezone.now()
+        ExecutionLogRecord.objects.filter(id__in=acknowledged).update(shipped_at=now, ship_error=None)
+        for record_id, reason in refused.items():
+            ExecutionLogRecord.objects.filter(id=record_id).update(ship_error=reason)
+        sent += len(acknowledged)
+        last_id = rows[-1].id
+    if refresh:
+        es.indices.refresh(index=index_name("logs-*"))
+    return sent

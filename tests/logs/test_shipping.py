@@ -1,0 +1,114 @@
+"""The durable log buffer and its shipping to the real search server."""
+
+from datetime import UTC, datetime
+
+import pytest
+from django.db import transaction
+
+from executions import logs
+from executions.log_models import ExecutionLogRecord
+from executions.logstore.documents import alias_name, monthly_index_name
+from executions.logstore.shipping import ship_pending
+from tests.factories import ComponentExecutionFactory, PipelineExecutionFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _search_ids(es, **query):
+    es.indices.refresh(index=alias_name())
+    response = es.search(index=alias_name(), query=query or {"match_all": {}}, size=1000)
+    return sorted(int(hit["_id"]) for hit in response["hits"]["hits"])
+
+
+def test_emit_writes_a_row_in_the_callers_transaction():
+    # given a run
+    execution = PipelineExecutionFactory()
+    # when a log line is emitted inside a transaction that rolls back
+    with pytest.raises(RuntimeError), transaction.atomic():
+        logs.emit(execution_id=execution.id, level="info", message="never committed")
+        raise RuntimeError("roll back")
+    # and another one outside
+    logs.emit(execution_id=execution.id, level="WARN", message="kept", node_id="resize", attempt=2)
+    # then only the committed line is stored, normalised
+    rows = list(ExecutionLogRecord.objects.filter(execution=execution).values("level", "message", "node_id", "extra"))
+    assert rows == [{"level": "warning", "message": "kept", "node_id": "resize", "extra": {"attempt": 2}}]
+
+
+def test_emit_refuses_an_unknown_level():
+    execution = PipelineExecutionFactory()
+    with pytest.raises(ValueError, match="Unknown log level"):
+        logs.emit(execution_id=execution.id, level="loud", message="x")
+    assert not ExecutionLogRecord.objects.exists()
+
+
+def test_emit_lines_stores_each_non_empty_line_of_captured_output():
+    step = ComponentExecutionFactory(node_id="external")
+    count = logs.emit_lines(
+        execution_id=step.execution_id, step_id=step.id, node_id="external", component="cli",
+        lines=["first line\n", "   \n", "second line\r\n"], level="warning", stream="stderr",
+    )
+    assert count == 2
+    assert list(ExecutionLogRecord.objects.order_by("id").values_list("message", "level", "extra")) == [
+        ("first line", "warning", {"stream": "stderr"}),
+        ("second line", "warning", {"stream": "stderr"}),
+    ]
+
+
+def test_shipping_sends_every_row_once_with_the_row_id_and_marks_it_shipped(es):
+    # given three records of a run
+    step = ComponentExecutionFactory(node_id="resize")
+    execution = step.execution
+    for i in range(3):
+        logs.emit(execution_id=execution.id, step_id=step.id, node_id="resize", component="pillow",
+                  level="info", message=f"line {i}", width=10 + i)
+    ids = sorted(ExecutionLogRecord.objects.values_list("id", flat=True))
+    # when shipped
+    result = ship_pending(refresh=True)
+    # then each is a document whose _id is the row id, in the month's index, with its fields
+    assert result.shipped == 3
+    assert _search_ids(es) == ids
+    doc = es.get(index=monthly_index_name(datetime.now(UTC)), id=str(ids[0]))["_source"]
+    assert doc["execution_id"] == str(execution.id)
+    assert doc["pipeline_id"] == str(execution.pipeline_id)
+    assert doc["pipeline_name"] == execution.pipeline.name
+    assert doc["owner_id"] == str(execution.created_by_id)
+    assert doc["step_id"] == str(step.id)
+    assert (doc["node_id"], doc["component"], doc["level"], doc["message"]) == ("resize", "pillow", "info", "line 0")
+    assert doc["extra"] == {"width": 10}
+    assert not ExecutionLogRecord.objects.filter(shipped_at__isnull=True).exists()
+    # and a second run has nothing to send
+    assert ship_pending().shipped == 0
+
+
+def test_shipping_twice_stores_each_record_once(es):
+    execution = PipelineExecutionFactory()
+    for i in range(5):
+        logs.emit(execution_id=execution.id, level="info", message=f"line {i}")
+    ship_pending(refresh=True)
+    # when every row is sent again (a retried batch)
+    ExecutionLogRecord.objects.update(shipped_at=None)
+    ship_pending(refresh=True)
+    # then the index still holds five documents
+    assert es.count(index=alias_name())["count"] == 5
+
+
+def test_the_index_is_created_from_the_template_with_the_explicit_mapping_behind_the_alias(es, search_prefix):
+    execution = PipelineExecutionFactory()
+    logs.emit(execution_id=execution.id, level="error", message="boom")
+    ship_pending(refresh=True)
+    index = monthly_index_name(datetime.now(UTC))
+    assert index == f"{search_prefix}-logs-{datetime.now(UTC):%Y.%m}"
+    mapping = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert mapping["message"]["type"] == "text"
+    assert mapping["level"]["type"] == "keyword"
+    assert mapping["timestamp"]["type"] == "date"
+    assert mapping["record_id"]["type"] == "long"
+    assert es.indices.get_alias(index=index)[index]["aliases"] == {alias_name(): {}}
+
+
+def test_batches_cover_more_rows_than_one_batch(es):
+    execution = PipelineExecutionFactory()
+    logs.emit_lines(execution_id=execution.id, lines=[f"line {i}" for i in range(25)])
+    result = ship_pending(batch_size=10, refresh=True)
+    assert (result.shipped, result.batches) == (25, 3)
+    assert es.count(index=alias_name())["count"] == 25
