@@ -104,6 +104,11 @@ class ComponentExecution(TimestampedModel):
     heartbeat_at = models.DateTimeField(blank=True, null=True)
     started_at = models.DateTimeField(blank=True, null=True)
     completed_at = models.DateTimeField(blank=True, null=True)
+    worker = models.CharField(max_length=255, blank=True, default="", help_text="host:pid of the worker running the step.")
+    reused_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reused_by",
+        help_text="The completed step of an earlier run whose outputs this step reuses (retry from failure).",
+    )
 
     class Meta:
         db_table = "component_executions"

@@ -1,0 +1,73 @@
+"""Step runners: how a component's work is done. Chosen per component by `Component.runner`.
+
+- `builtin`: Pillow image operations in the worker process (`executions/runners/builtin.py`).
+- `container`: an external process (a container image) speaking the JSON contract of
+  `executions/runners/container.py` on stdin/stdout.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Protocol
+
+from executions import logs
+from executions.models import ComponentExecution
+from files.models import File
+from registry.models import Component, ComponentRunner
+
+
+@dataclass
+class RunResult:
+    outputs: list[File]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    child_cpu_seconds: float = 0.0
+    child_peak_memory_bytes: int = 0
+
+
+@dataclass
+class StepContext:
+    """What a runner gets: the step, its parameters (defaults applied) and input files, and the
+    means to log and to store outputs. Outputs stored through `store_output` are tagged with the
+    step and attempt, so the engine can discard them if the step's result is not kept."""
+
+    step: ComponentExecution
+    attempt: int
+    parameters: dict[str, Any]
+    inputs: list[File]
+    cancelled: threading.Event
+    created_by: Any = None
+    created_files: list[File] = field(default_factory=list)
+
+    def log(self, level: str, message: str, **extra: Any) -> None:
+        logs.emit(execution_id=self.step.execution_id, level=level, message=message, step_id=self.step.pk,
+                  node_id=self.step.node_id, component=str(self.step.component), **extra)
+
+    def store_output(self, *, content: bytes, name: str) -> File:
+        from files.services import file_store_bytes
+
+        stored = file_store_bytes(
+            content=content, original_name=name, created_by=self.created_by, prefix="outputs",
+            extra_metadata={"execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
+                            "node_id": self.step.node_id, "attempt": self.attempt},
+        )
+        self.created_files.append(stored)
+        return stored
+
+    def output_name(self, source: File | None, extension: str) -> str:
+        stem = PurePosixPath(source.original_name or "image").stem if source else "image"
+        return f"{stem}-{self.step.node_id}{extension}"
+
+
+class Runner(Protocol):
+    def run(self, context: StepContext) -> RunResult: ...
+
+
+def get_runner(component: Component) -> Runner:
+    from executions.runners.builtin import BuiltinRunner
+    from executions.runners.container import ContainerRunner
+
+    if component.runner == ComponentRunner.BUILTIN:
+        return BuiltinRunner()
+    return ContainerRunner()

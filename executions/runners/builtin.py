@@ -1,0 +1,257 @@
+"""Built-in image operations (Pillow), run inside the worker.
+
+`BUILTIN_OPERATIONS` is the catalogue `manage.py register_builtin_components` loads as
+components (runner "builtin", version BUILTIN_VERSION). A "map" operation turns each input image
+into one output image; a "merge" operation turns all its inputs into one output.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image, ImageColor, ImageFilter, ImageOps, UnidentifiedImageError
+
+from executions.runners import RunResult, StepContext
+
+BUILTIN_VERSION = "1.0.0"
+BUILTIN_IMAGE = "imageflow/builtin"
+
+Image.MAX_IMAGE_PIXELS = 100_000_000
+
+_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
+_JPEG_MODES = {"L", "RGB", "CMYK"}
+
+
+class OperationError(Exception):
+    """The operation cannot be applied to these inputs (a permanent failure)."""
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    apply: Callable[..., Any]
+    kind: str = "map"  # map: one output per input; merge: one output from all inputs; passthrough
+    min_inputs: int = 1
+    max_inputs: int | None = None
+
+
+def _schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+_RESAMPLE_PROP = {"type": "string", "enum": list(_RESAMPLE), "default": "lanczos"}
+
+
+def _resize(image: Image.Image, p: dict) -> Image.Image:
+    width, height = p.get("width"), p.get("height")
+    if width is None and height is None:
+        raise OperationError("resize needs width, height or both")
+    if p["keep_aspect"]:
+        ratio_w = width / image.width if width else float("inf")
+        ratio_h = height / image.height if height else float("inf")
+        ratio = min(ratio_w, ratio_h)
+        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+    else:
+        size = (width or image.width, height or image.height)
+    return image.resize(size, _RESAMPLE[p["resample"]])
+
+
+def _grayscale(image: Image.Image, p: dict) -> Image.Image:
+    return ImageOps.grayscale(image) if image.mode != "L" else image.copy()
+
+
+def _blur(image: Image.Image, p: dict) -> Image.Image:
+    return image.filter(ImageFilter.GaussianBlur(radius=p["radius"]))
+
+
+def _sharpen(image: Image.Image, p: dict) -> Image.Image:
+    return _as_filterable(image).filter(ImageFilter.UnsharpMask(radius=p["radius"], percent=p["percent"],
+                                                                threshold=p["threshold"]))
+
+
+def _edge_detect(image: Image.Image, p: dict) -> Image.Image:
+    return ImageOps.grayscale(image).filter(ImageFilter.FIND_EDGES)
+
+
+def _rotate(image: Image.Image, p: dict) -> Image.Image:
+    fill = ImageColor.getcolor(p["fill"], image.mode) if image.mode in {"RGB", "RGBA", "L"} else None
+    return image.rotate(p["angle"], expand=p["expand"], resample=Image.Resampling.BICUBIC, fillcolor=fill)
+
+
+def _crop(image: Image.Image, p: dict) -> Image.Image:
+    box = (p["left"], p["top"], p["right"], p["bottom"])
+    if not (0 <= box[0] < box[2] <= image.width and 0 <= box[1] < box[3] <= image.height):
+        raise OperationError(f"crop box {box} is not inside the {image.width}x{image.height} image")
+    return image.crop(box)
+
+
+def _thumbnail(image: Image.Image, p: dict) -> Image.Image:
+    copy = image.copy()
+    copy.thumbnail((p["size"], p["size"]), Image.Resampling.LANCZOS)
+    return copy
+
+
+def _convert(image: Image.Image, p: dict) -> Image.Image:
+    return image.copy()
+
+
+def _threshold(image: Image.Image, p: dict) -> Image.Image:
+    level = p["level"]
+    return ImageOps.grayscale(image).point(lambda value: 255 if value >= level else 0).convert("1")
+
+
+def _side_by_side(images: list[Image.Image], p: dict) -> Image.Image:
+    images = [i.convert("RGB") for i in images]
+    gap = p["gap"]
+    if p["direction"] == "horizontal":
+        size = (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images))
+    else:
+        size = (max(i.width for i in images), sum(i.height for i in images) + gap * (len(images) - 1))
+    canvas = Image.new("RGB", size, ImageColor.getrgb(p["background"]))
+    offset = 0
+    for image in images:
+        if p["direction"] == "horizontal":
+            canvas.paste(image, (offset, 0))
+            offset += image.width + gap
+        else:
+            canvas.paste(image, (0, offset))
+            offset += image.height + gap
+    return canvas
+
+
+def _composite(images: list[Image.Image], p: dict) -> Image.Image:
+    base = images[0].convert("RGB")
+    overlay = images[1].convert("RGB").resize(base.size, Image.Resampling.LANCZOS)
+    return Image.blend(base, overlay, p["alpha"])
+
+
+def _as_filterable(image: Image.Image) -> Image.Image:
+    return image if image.mode in {"L", "RGB", "RGBA"} else image.convert("RGB")
+
+
+_COLOR = {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}
+
+BUILTIN_OPERATIONS: dict[str, Operation] = {op.name: op for op in [
+    Operation("resize", "Resize to a width and/or height; keep_aspect fits inside the box.", _schema({
+        "width": {"type": "integer", "minimum": 1, "maximum": 20000},
+        "height": {"type": "integer", "minimum": 1, "maximum": 20000},
+        "keep_aspect": {"type": "boolean", "default": True},
+        "resample": _RESAMPLE_PROP,
+    }), _resize),
+    Operation("grayscale", "Convert to 8-bit grayscale (mode L).", _schema({}), _grayscale),
+    Operation("blur", "Gaussian blur.", _schema({
+        "radius": {"type": "number", "minimum": 0, "maximum": 100, "default": 2}}), _blur),
+    Operation("sharpen", "Unsharp mask.", _schema({
+        "radius": {"type": "number", "minimum": 0, "maximum": 50, "default": 2},
+        "percent": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 150},
+        "threshold": {"type": "integer", "minimum": 0, "maximum": 255, "default": 3}}), _sharpen),
+    Operation("edge_detect", "Edges of the grayscale image (mode L).", _schema({}), _edge_detect),
+    Operation("rotate", "Rotate counter-clockwise by angle degrees.", _schema({
+        "angle": {"type": "number", "minimum": -360, "maximum": 360, "default": 90},
+        "expand": {"type": "boolean", "default": True},
+        "fill": {**_COLOR, "default": "#000000"}}), _rotate),
+    Operation("crop", "Crop to the box (left, top, right, bottom), in pixels.", _schema({
+        "left": {"type": "integer", "minimum": 0}, "top": {"type": "integer", "minimum": 0},
+        "right": {"type": "integer", "minimum": 1}, "bottom": {"type": "integer", "minimum": 1}},
+        required=["left", "top", "right", "bottom"]), _crop),
+    Operation("thumbnail", "Shrink to fit a size x size square, keeping the aspect ratio.", _schema({
+        "size": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 128}}), _thumbnail),
+    Operation("convert", "Re-encode in another format.", _schema({
+        "format": {"type": "string", "enum": list(_FORMAT_EXTENSIONS), "default": "PNG"},
+        "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 90}}), _convert),
+    Operation("threshold", "Black and white (mode 1): pixels >= level become white.", _schema({
+        "level": {"type": "integer", "minimum": 0, "maximum": 255, "default": 128}}), _threshold),
+    Operation("side_by_side", "Place all inputs next to each other in one image.", _schema({
+        "direction": {"type": "string", "enum": ["horizontal", "vertical"], "default": "horizontal"},
+        "gap": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 0},
+        "background": {**_COLOR, "default": "#ffffff"}}), _side_by_side, kind="merge", min_inputs=1),
+    Operation("composite", "Blend the second input over the first (resized to the first's size).", _schema({
+        "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}), _composite,
+        kind="merge", min_inputs=2, max_inputs=2),
+    Operation("passthrough", "Pass the inputs on unchanged, optionally after a pause (demos, benchmarks).", _schema({
+        "sleep_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0}}),
+        lambda images, p: None, kind="passthrough", min_inputs=0),
+]}
+
+
+def _open(content: bytes, name: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(content))
+        image.load()
+        return image
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise OperationError(f"input {name} is not a readable image: {exc}") from exc
+
+
+def _encode(image: Image.Image, *, source_format: str | None, parameters: dict, operation: str) -> tuple[bytes, str]:
+    fmt = parameters["format"] if operation == "convert" else (source_format or "PNG")
+    if fmt not in _FORMAT_EXTENSIONS:
+        fmt = "PNG"
+    if fmt == "JPEG" and image.mode not in _JPEG_MODES:
+        if operation == "convert":
+            image = image.convert("RGB")
+        else:
+            fmt = "PNG"
+    if fmt in {"WEBP", "GIF", "BMP"} and image.mode == "CMYK":
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    options = {"quality": parameters.get("quality", 90)} if fmt in {"JPEG", "WEBP"} else {}
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue(), _FORMAT_EXTENSIONS[fmt]
+
+
+class BuiltinRunner:
+    def run(self, context: StepContext) -> RunResult:
+        from executions.services import StepFailure
+        from files.services import file_read_bytes
+
+        name = context.step.component.name
+        operation = BUILTIN_OPERATIONS.get(name)
+        if operation is None:
+            raise StepFailure(f"no built-in operation named {name!r}")
+        count = len(context.inputs)
+        if count < operation.min_inputs or (operation.max_inputs is not None and count > operation.max_inputs):
+            wanted = (f"exactly {operation.min_inputs}" if operation.max_inputs == operation.min_inputs
+                      else f"at least {operation.min_inputs}")
+            raise StepFailure(f"{name} needs {wanted} input images, got {count}")
+        params = context.parameters
+        if operation.kind == "passthrough":
+            if params.get("sleep_seconds"):
+                deadline = time.monotonic() + params["sleep_seconds"]
+                while time.monotonic() < deadline and not context.cancelled.is_set():
+                    time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            return RunResult(outputs=list(context.inputs), metrics={"passed_through": count})
+
+        try:
+            loaded = []
+            for source in context.inputs:
+                image = _open(file_read_bytes(source), source.original_name or str(source.id))
+                loaded.append((source, image))
+            outputs = []
+            if operation.kind == "merge":
+                result = operation.apply([image for _, image in loaded], params)
+                source, first = loaded[0]
+                content, extension = _encode(result, source_format=first.format, parameters=params, operation=name)
+                outputs.append(context.store_output(content=content, name=context.output_name(source, extension)))
+                context.log("info", f"{name}: {count} images -> {result.width}x{result.height} {result.mode}")
+            else:
+                for source, image in loaded:
+                    result = operation.apply(image, params)
+                    content, extension = _encode(result, source_format=image.format, parameters=params, operation=name)
+                    outputs.append(context.store_output(content=content, name=context.output_name(source, extension)))
+                    context.log("info", f"{name}: {source.original_name} {image.width}x{image.height} {image.mode} -> "
+                                        f"{result.width}x{result.height} {result.mode}")
+        except OperationError as exc:
+            raise StepFailure(f"{name}: {exc}") from exc
+        return RunResult(outputs=outputs, metrics={"images": len(outputs)})

@@ -1,0 +1,628 @@
+"""Writes of pipeline executions: start, cancel, retry, and the engine's step life cycle.
+
+Every status change is a guarded transition: a conditional `UPDATE ... WHERE status=<expected>`
+whose row count says who won (and, for a running step, `attempts=<the claimant's attempt>`, so
+a worker that lost its claim can never complete or fail the step). Bookkeeping that must see the
+other steps of the run consistently (which children became ready, is the run finished) happens
+under a row lock of the execution, so two parents finishing at once cannot both miss, or both
+enqueue, their common child. Image work happens outside any transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Iterable
+
+import psutil
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from executions import logs, signals
+from executions.models import (
+    EXECUTION_TRANSITIONS,
+    FINISHED_EXECUTION_STATUSES,
+    FINISHED_STEP_STATUSES,
+    STEP_TRANSITIONS,
+    ComponentExecution,
+    ExecutionStatus,
+    PipelineExecution,
+    StepStatus,
+)
+from files.models import File
+from registry.dag import merge_parameters, validate_definition
+from registry.models import Pipeline
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class InvalidTransition(Exception):
+    """A move that the state machine table does not allow (a programming error)."""
+
+
+# --- guarded transitions -------------------------------------------------------------------------
+
+def _send_on_commit(signal, **kwargs) -> None:
+    transaction.on_commit(lambda: signal.send_robust(sender=PipelineExecution, **kwargs))
+
+
+def execution_transition(*, execution_id, expected: str, to: str, **fields: Any) -> bool:
+    """Move an execution from `expected` to `to` if it is still `expected`; True if this call won."""
+    if to not in EXECUTION_TRANSITIONS[expected]:
+        raise InvalidTransition(f"execution {expected} -> {to} is not allowed")
+    with transaction.atomic():
+        won = PipelineExecution.objects.filter(pk=execution_id, status=expected).update(status=to, **fields) == 1
+        if won:
+            _send_on_commit(signals.execution_status_changed, execution_id=execution_id, status=to,
+                            previous_status=expected)
+    if won:
+        logs.emit(execution_id=execution_id, level="info", message=f"execution {expected} -> {to}",
+                  event="execution_status", status=to, previous_status=expected)
+    return won
+
+
+def step_transition(*, step: ComponentExecution, expected: str, to: str, attempt: int | None = None,
+                    **fields: Any) -> bool:
+    """Move a step from `expected` to `to`; with `attempt`, only the claimant of that attempt may."""
+    if to not in STEP_TRANSITIONS[expected]:
+        raise InvalidTransition(f"step {expected} -> {to} is not allowed")
+    query = ComponentExecution.objects.filter(pk=step.pk, status=expected)
+    if attempt is not None:
+        query = query.filter(attempts=attempt)
+    with transaction.atomic():
+        won = query.update(status=to, **fields) == 1
+        if won:
+            _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
+                            node_id=step.node_id, status=to, previous_status=expected)
+    if won:
+        step.status = to
+        logs.emit(execution_id=step.execution_id, level="info", message=f"step {step.node_id}: {expected} -> {to}",
+                  step_id=step.pk, node_id=step.node_id, event="step_status", status=to, previous_status=expected)
+    return won
+
+
+# --- start ---------------------------------------------------------------------------------------
+
+def _parse_file_ids(inputs: Any) -> list[uuid.UUID]:
+    if not isinstance(inputs, (list, tuple)):
+        raise ValidationError({"inputs": ["Must be a list of file ids."]})
+    ids, bad = [], []
+    for value in inputs:
+        try:
+            ids.append(value if isinstance(value, uuid.UUID) else uuid.UUID(str(value)))
+        except ValueError:
+            bad.append(str(value))
+    if bad:
+        raise ValidationError({"inputs": [f"Not a file id: {', '.join(bad)}."]})
+    return ids
+
+
+def _check_input_files(ids: list[uuid.UUID], user) -> None:
+    files = {f.id: f for f in File.objects.filter(id__in=ids).only("id", "created_by_id")}
+    missing = [str(i) for i in ids if i not in files]
+    if missing:
+        raise ValidationError({"inputs": [f"No such file: {', '.join(missing)}."]})
+    if user is not None and not (user.is_staff or user.is_superuser):
+        foreign = [str(i) for i in ids if files[i].created_by_id != user.pk]
+        if foreign:
+            raise ValidationError({"inputs": [f"Not your file: {', '.join(foreign)}."]})
+
+
+def _existing_for_key(user, idempotency_key: str | None) -> PipelineExecution | None:
+    if not idempotency_key or user is None:
+        return None
+    return PipelineExecution.objects.filter(created_by=user, idempotency_key=idempotency_key).first()
+
+
+def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None = None, user,
+                    idempotency_key: str | None = None) -> PipelineExecution:
+    """Validate the pipeline's current definition and create a pending run with one step per node;
+    the root steps are enqueued once the transaction commits. The same (user, idempotency_key)
+    returns the existing run instead of creating another."""
+    existing = _existing_for_key(user, idempotency_key)
+    if existing is not None:
+        return existing
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or len(idempotency_key) > 255):
+        raise ValidationError({"idempotency_key": ["Must be a string of at most 255 characters."]})
+    file_ids = _parse_file_ids(inputs)
+    _check_input_files(file_ids, user)
+    pipeline = Pipeline.objects.get(pk=pipeline.pk)  # the current definition and its version, together
+    dag = validate_definition(merge_parameters(pipeline.definition, parameters))
+    run_inputs = [str(i) for i in file_ids]
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                execution = PipelineExecution.objects.create(
+                    pipeline=pipeline, pipeline_version=pipeline.version, status=ExecutionStatus.PENDING,
+                    input_data={"inputs": run_inputs, "parameters": parameters or {}},
+                    created_by=user, idempotency_key=idempotency_key,
+                )
+        except IntegrityError:
+            winner = _existing_for_key(user, idempotency_key)
+            if winner is None:
+                raise
+            return winner
+        steps = [
+            ComponentExecution(
+                execution=execution, component=node.component, node_id=node.id, status=StepStatus.PENDING,
+                input_data={
+                    "component": {"name": node.component.name, "version": node.component.version,
+                                  "runner": node.component.runner},
+                    "parameters": node.parameters,
+                    "parents": dag.parents[node.id],
+                    "edges": [edge.as_dict() for edge in dag.incoming[node.id]],
+                    "inputs": run_inputs if not dag.parents[node.id] else None,
+                },
+            )
+            for node in dag.nodes.values()
+        ]
+        ComponentExecution.objects.bulk_create(steps)
+        _enqueue_on_commit([s.pk for s in steps if not dag.parents[s.node_id]])
+    logs.emit(execution_id=execution.pk, level="info",
+              message=f"execution created: pipeline {pipeline.name} v{pipeline.version}, {len(steps)} steps, "
+                      f"{len(run_inputs)} input files", event="execution_created")
+    return execution
+
+
+def _enqueue_on_commit(step_ids: Iterable) -> None:
+    ids = [str(i) for i in step_ids]
+    if not ids:
+        return
+
+    def send() -> None:
+        from executions.tasks import step_run
+
+        for step_id in ids:
+            step_run.apply_async(args=[step_id])
+
+    transaction.on_commit(send)
+
+
+# --- cancel and retry ----------------------------------------------------------------------------
+
+def execution_cancel(*, execution: PipelineExecution, user=None) -> PipelineExecution:
+    """Cancel a pending or running run: no step starts any more, pending and running steps become
+    cancelled, and a running step's result is discarded when its worker reports it."""
+    with transaction.atomic():
+        locked = PipelineExecution.objects.select_for_update().get(pk=execution.pk)
+        if locked.status in FINISHED_EXECUTION_STATUSES:
+            raise ValidationError({"status": [f"The execution is already {locked.status}."]})
+        now = timezone.now()
+        execution_transition(execution_id=locked.pk, expected=locked.status, to=ExecutionStatus.CANCELLED,
+                             completed_at=now, error_message=f"Cancelled by {user}" if user else "Cancelled")
+        for step in locked.steps.filter(status__in=[StepStatus.PENDING, StepStatus.RUNNING]).only(
+                "id", "execution_id", "node_id", "status"):
+            step_transition(step=step, expected=step.status, to=StepStatus.CANCELLED, completed_at=now)
+    logs.emit(execution_id=execution.pk, level="warning", message=f"execution cancelled by {user or 'system'}",
+              event="execution_cancelled")
+    execution.refresh_from_db()
+    return execution
+
+
+def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
+    """Re-run a failed (or cancelled) run as a new run of the same steps and inputs: completed
+    steps are not run again, their outputs are reused (recorded in `reused_from`)."""
+    if execution.status not in {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}:
+        raise ValidationError({"status": [f"Only a failed or cancelled execution can be retried, not {execution.status}."]})
+    old_steps = list(execution.steps.all())
+    with transaction.atomic():
+        now = timezone.now()
+        retry = PipelineExecution.objects.create(
+            pipeline_id=execution.pipeline_id, pipeline_version=execution.pipeline_version,
+            status=ExecutionStatus.PENDING, input_data=execution.input_data, created_by=user, retry_of=execution,
+        )
+        new_steps = []
+        for old in old_steps:
+            data = dict(old.input_data or {})
+            if old.status == StepStatus.COMPLETED:
+                new_steps.append(ComponentExecution(
+                    execution=retry, component_id=old.component_id, node_id=old.node_id,
+                    status=StepStatus.COMPLETED, input_data=data,
+                    output_data={**(old.output_data or {}), "reused": True}, reused_from=old.reused_from or old,
+                    execution_time_ms=0, resource_usage={"cpu_seconds": 0.0, "peak_memory_bytes": 0},
+                    started_at=now, completed_at=now,
+                ))
+            else:
+                if data.get("parents"):
+                    data["inputs"] = None
+                new_steps.append(ComponentExecution(execution=retry, component_id=old.component_id,
+                                                    node_id=old.node_id, status=StepStatus.PENDING, input_data=data))
+        ComponentExecution.objects.bulk_create(new_steps)
+        status = {s.node_id: s.status for s in new_steps}
+        ready = [s.pk for s in new_steps if s.status == StepStatus.PENDING
+                 and all(status.get(p) == StepStatus.COMPLETED for p in s.input_data.get("parents", []))]
+        _enqueue_on_commit(ready)
+    reused = sum(1 for s in new_steps if s.status == StepStatus.COMPLETED)
+    logs.emit(execution_id=retry.pk, level="info",
+              message=f"retry of {execution.pk}: {reused} completed steps reused, {len(new_steps) - reused} to run",
+              event="execution_retry", retry_of=str(execution.pk))
+    return retry
+
+
+# --- the engine: one step ----------------------------------------------------------------------
+
+@dataclass
+class StepOutcome:
+    """What the task should do next: nothing, or deliver itself again after `retry_in` seconds
+    (owning `owned_attempt` when it keeps its claim across a transient error)."""
+
+    retry_in: float | None = None
+    owned_attempt: int | None = None
+    reason: str = ""
+
+
+class TransientStepError(Exception):
+    """A failure worth retrying: the object store or another service was briefly unavailable."""
+
+
+class StepFailure(Exception):
+    """A permanent failure of a step, with a message for the user."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    import botocore.exceptions as bex
+    from urllib3.exceptions import HTTPError as Urllib3HTTPError
+
+    if isinstance(exc, TransientStepError):
+        return True
+    if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError, bex.EndpointConnectionError,
+                        bex.ConnectionClosedError, bex.ReadTimeoutError, bex.ConnectTimeoutError)):
+        return True
+    if isinstance(exc, bex.ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
+        return status >= 500 or code in {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"}
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and isinstance(cause, (ConnectionError, TimeoutError))
+
+
+def _worker_is_dead(worker: str) -> bool:
+    """True when the step's recorded worker process is on this host and no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return not psutil.pid_exists(int(pid))
+
+
+def _step_inputs(step: ComponentExecution, parents: dict[str, ComponentExecution]) -> list[str]:
+    data = step.input_data or {}
+    if not data.get("parents"):
+        return list(data.get("inputs") or [])
+    inputs: list[str] = []
+    for edge in data.get("edges", []):
+        produced = list((parents[edge["from"]].output_data or {}).get("files", []))
+        if edge.get("outputs") is None:
+            inputs.extend(produced)
+        else:
+            for index in edge["outputs"]:
+                if index >= len(produced):
+                    raise StepFailure(f"edge {edge['from']} -> {step.node_id} asks for output {index}, "
+                                      f"but {edge['from']} produced {len(produced)}")
+                inputs.append(produced[index])
+    return inputs
+
+
+def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
+    """Claim a step, run its component and record the result. Safe to call again for the same
+    step at any time (duplicate delivery, redelivery after a crash): only one caller runs it."""
+    step = ComponentExecution.objects.select_related("execution", "component").filter(pk=step_id).first()
+    if step is None:
+        return StepOutcome(reason="no such step")
+    ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
+    if step.status in FINISHED_STEP_STATUSES:
+        logs.emit(level="debug", message=f"step {step.node_id} already {step.status}; delivery ignored",
+                  event="duplicate_delivery", **ids)
+        return StepOutcome(reason=f"already {step.status}")
+    if step.execution.status in FINISHED_EXECUTION_STATUSES:
+        if step.status == StepStatus.PENDING:
+            step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.CANCELLED, completed_at=timezone.now())
+        return StepOutcome(reason=f"execution {step.execution.status}")
+
+    now = timezone.now()
+    if step.status == StepStatus.PENDING:
+        parents = {p.node_id: p for p in ComponentExecution.objects.filter(
+            execution_id=step.execution_id, node_id__in=(step.input_data or {}).get("parents", []))}
+        if any(p.status != StepStatus.COMPLETED for p in parents.values()):
+            return StepOutcome(reason="parents not completed")
+        try:
+            inputs = _step_inputs(step, parents)
+        except StepFailure as exc:
+            attempt = step.attempts + 1
+            if step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING,
+                               attempts=attempt, started_at=now, heartbeat_at=now, worker=WORKER_ID):
+                step_fail(step=step, attempt=attempt, message=str(exc))
+            return StepOutcome(reason="bad inputs")
+        attempt = step.attempts + 1
+        claimed = step_transition(
+            step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, attempts=attempt, started_at=now,
+            heartbeat_at=now, worker=WORKER_ID, input_data={**(step.input_data or {}), "inputs": inputs},
+        )
+        if not claimed:
+            return StepOutcome(reason="claimed by another delivery")
+        step.input_data = {**(step.input_data or {}), "inputs": inputs}
+        if step.execution.status == ExecutionStatus.PENDING:
+            execution_transition(execution_id=step.execution_id, expected=ExecutionStatus.PENDING,
+                                 to=ExecutionStatus.RUNNING, started_at=now)
+    else:  # running: ours after a transient error, or someone else's (alive or silent)
+        cutoff = now - timedelta(seconds=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS)
+        own = owned_attempt is not None and owned_attempt == step.attempts
+        stale = step.heartbeat_at is None or step.heartbeat_at < cutoff or _worker_is_dead(step.worker)
+        if not own and not stale:
+            return StepOutcome(retry_in=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS, reason="running elsewhere")
+        if not own and step.attempts >= settings.STEP_MAX_ATTEMPTS:
+            step_fail(step=step, attempt=step.attempts,
+                      message=f"worker lost {step.attempts} times (last {step.worker or 'unknown'}); giving up")
+            return StepOutcome(reason="too many attempts")
+        attempt = step.attempts + 1
+        took = ComponentExecution.objects.filter(
+            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
+        ).update(attempts=attempt, heartbeat_at=now, worker=WORKER_ID) == 1
+        if not took:
+            return StepOutcome(reason="taken over by another delivery")
+        if not own:
+            logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
+                                                f"running it again (attempt {attempt})", event="step_takeover", **ids)
+        step.attempts, step.worker = attempt, WORKER_ID
+    return _run_claimed(step, attempt)
+
+
+class _Heartbeat(threading.Thread):
+    """Keeps the claim alive and samples the worker's memory while a step runs; notices when the
+    step is no longer ours (cancelled, taken over) so a runner can stop early."""
+
+    SAMPLE_SECONDS = 0.05
+
+    def __init__(self, step: ComponentExecution, attempt: int) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{step.pk}")
+        self.step_pk, self.attempt = step.pk, attempt
+        self.stop_event, self.lost = threading.Event(), threading.Event()
+        self.process = psutil.Process()
+        self.peak_rss = self.process.memory_info().rss
+
+    def run(self) -> None:
+        next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
+        try:
+            while not self.stop_event.wait(self.SAMPLE_SECONDS):
+                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
+                    alive = ComponentExecution.objects.filter(
+                        pk=self.step_pk, status=StepStatus.RUNNING, attempts=self.attempt,
+                    ).update(heartbeat_at=timezone.now())
+                    if not alive:
+                        self.lost.set()
+        except Exception:  # a heartbeat failure must not kill the step; the sweep is the backstop
+            pass
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=5)
+
+
+def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
+    from executions.runners import StepContext, get_runner
+    from files.services import file_delete
+
+    ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
+    logs.emit(level="info", message=f"step {step.node_id} started (attempt {attempt}) on {WORKER_ID}",
+              event="step_started", attempt=attempt, **ids)
+    input_ids = list((step.input_data or {}).get("inputs") or [])
+    by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)}
+    heartbeat = _Heartbeat(step, attempt)
+    context = StepContext(step=step, attempt=attempt, parameters=(step.input_data or {}).get("parameters") or {},
+                          inputs=[by_id[i] for i in input_ids if i in by_id], cancelled=heartbeat.lost,
+                          created_by=step.execution.created_by)
+    cpu_start = time.thread_time()
+    started = time.monotonic()
+    heartbeat.start()
+    try:
+        missing = [i for i in input_ids if i not in by_id]
+        if missing:
+            raise StepFailure(f"input files no longer exist: {', '.join(missing)}")
+        result = get_runner(step.component).run(context)
+    except Exception as exc:  # classified below: transient -> retry, anything else -> failed
+        heartbeat.stop()
+        for created in context.created_files:
+            file_delete(file=created)
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        cause = _describe(exc)
+        if is_transient(exc) and attempt <= settings.STEP_TRANSIENT_RETRIES:
+            delay = settings.STEP_RETRY_BACKOFF_SECONDS * (2 ** (attempt - 1))
+            ComponentExecution.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempts=attempt).update(
+                heartbeat_at=timezone.now() + timedelta(seconds=delay))
+            logs.emit(level="warning", message=f"step {step.node_id}: transient error, retrying in {delay:.1f}s: {cause}",
+                      event="step_transient_error", attempt=attempt, **ids)
+            return StepOutcome(retry_in=delay, owned_attempt=attempt, reason="transient error")
+        if is_transient(exc):
+            cause = f"gave up after {attempt} attempts: {cause}"
+        step_fail(step=step, attempt=attempt, message=cause, execution_time_ms=elapsed_ms)
+        return StepOutcome(reason="failed")
+    heartbeat.stop()
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    cpu = time.thread_time() - cpu_start + result.child_cpu_seconds
+    usage = {"cpu_seconds": round(cpu, 4),
+             "peak_memory_bytes": max(heartbeat.peak_rss, result.child_peak_memory_bytes),
+             "memory_scope": "external process" if result.child_peak_memory_bytes else "worker process"}
+    output_data = {"files": [str(f.id) for f in result.outputs], "metrics": result.metrics}
+    step_complete(step=step, attempt=attempt, output_data=output_data, execution_time_ms=elapsed_ms,
+                  resource_usage=usage, created_files=context.created_files)
+    return StepOutcome(reason="completed")
+
+
+def _describe(exc: BaseException) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"time limit of {settings.STEP_TIME_LIMIT_SECONDS}s exceeded"
+    text = str(exc) or exc.__class__.__name__
+    return text if isinstance(exc, StepFailure) else f"{exc.__class__.__name__}: {text}"
+
+
+def _lock_execution(execution_id) -> PipelineExecution:
+    return PipelineExecution.objects.select_for_update().get(pk=execution_id)
+
+
+def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, execution_time_ms: int,
+                  resource_usage: dict, created_files: list[File] = ()) -> bool:
+    """Record a step's result if its claim still holds; then enqueue the children that became
+    ready and finish the run when nothing is left. A lost claim discards the result's files."""
+    from files.services import file_delete
+
+    with transaction.atomic():
+        execution = _lock_execution(step.execution_id)
+        won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.COMPLETED, attempt=attempt,
+                              output_data=output_data, execution_time_ms=execution_time_ms,
+                              resource_usage=resource_usage, completed_at=timezone.now(), heartbeat_at=timezone.now())
+        if won:
+            _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
+            if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
+                _enqueue_ready_children(step)
+                _finish_if_done(execution)
+    if not won:
+        for created in created_files:
+            file_delete(file=created)
+        logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
+                  level="warning", message=f"step {step.node_id}: result of attempt {attempt} discarded "
+                                           f"(the step was cancelled or taken over)", event="step_result_discarded")
+        return False
+    logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
+              level="info", message=f"step {step.node_id} completed in {execution_time_ms} ms: "
+                                    f"{len(output_data.get('files', []))} outputs",
+              event="step_completed", execution_time_ms=execution_time_ms, **resource_usage)
+    return True
+
+
+def _remove_stray_outputs(step: ComponentExecution, *, keep: set[str]) -> None:
+    """Files an earlier, crashed attempt of this step stored before it died."""
+    from files.services import file_delete
+
+    for stray in File.objects.filter(metadata__step_id=str(step.pk)).exclude(id__in=list(keep)):
+        file_delete(file=stray)
+
+
+def step_fail(*, step: ComponentExecution, attempt: int, message: str, execution_time_ms: int | None = None) -> bool:
+    """Fail a running step (if its claim holds), skip everything that depends on it, and finish the
+    run as failed once no other step is still running."""
+    with transaction.atomic():
+        execution = _lock_execution(step.execution_id)
+        won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.FAILED, attempt=attempt,
+                              error_message=message[:10000], execution_time_ms=execution_time_ms,
+                              completed_at=timezone.now())
+        if won:
+            _skip_descendants(step)
+            if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
+                _finish_if_done(execution)
+    if won:
+        logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+                  component=str(step.component), level="error", message=f"step {step.node_id} failed: {message}",
+                  event="step_failed")
+    return won
+
+
+def _steps_graph(execution_id) -> list[ComponentExecution]:
+    return list(ComponentExecution.objects.filter(execution_id=execution_id).only(
+        "id", "execution_id", "node_id", "status", "input_data", "component_id"))
+
+
+def _enqueue_ready_children(step: ComponentExecution) -> None:
+    children = list(ComponentExecution.objects.filter(
+        execution_id=step.execution_id, status=StepStatus.PENDING,
+        input_data__parents__contains=[step.node_id]).only("id", "node_id", "input_data"))
+    if not children:
+        return
+    parent_ids = {p for child in children for p in child.input_data.get("parents", [])}
+    status = dict(ComponentExecution.objects.filter(execution_id=step.execution_id, node_id__in=parent_ids)
+                  .values_list("node_id", "status"))
+    ready = [c.pk for c in children if all(status.get(p) == StepStatus.COMPLETED for p in c.input_data["parents"])]
+    _enqueue_on_commit(ready)
+
+
+def _skip_descendants(step: ComponentExecution) -> None:
+    steps = _steps_graph(step.execution_id)
+    children: dict[str, list[ComponentExecution]] = {}
+    for s in steps:
+        for parent in (s.input_data or {}).get("parents", []):
+            children.setdefault(parent, []).append(s)
+    queue, seen = [step.node_id], {step.node_id}
+    while queue:
+        for child in children.get(queue.pop(), []):
+            if child.node_id in seen:
+                continue
+            seen.add(child.node_id)
+            queue.append(child.node_id)
+            if child.status == StepStatus.PENDING:
+                step_transition(step=child, expected=StepStatus.PENDING, to=StepStatus.SKIPPED,
+                                completed_at=timezone.now(),
+                                error_message=f"skipped: upstream step {step.node_id} failed")
+
+
+def _finish_if_done(execution: PipelineExecution) -> None:
+    """Called with the execution row locked."""
+    steps = _steps_graph(execution.pk)
+    if any(s.status not in FINISHED_STEP_STATUSES for s in steps):
+        return
+    now = timezone.now()
+    if execution.status == ExecutionStatus.PENDING:
+        execution_transition(execution_id=execution.pk, expected=ExecutionStatus.PENDING, to=ExecutionStatus.RUNNING,
+                             started_at=now)
+    failed = [s for s in steps if s.status == StepStatus.FAILED]
+    if failed:
+        first = ComponentExecution.objects.select_related("component").filter(pk__in=[s.pk for s in failed]).order_by(
+            "completed_at").first()
+        execution_transition(
+            execution_id=execution.pk, expected=ExecutionStatus.RUNNING, to=ExecutionStatus.FAILED, completed_at=now,
+            error_message=f"node {first.node_id!r} ({first.component}) failed: {first.error_message}"
+                          + (f" (and {len(failed) - 1} other failed steps)" if len(failed) > 1 else ""),
+        )
+        return
+    parents = {p for s in steps for p in (s.input_data or {}).get("parents", [])}
+    leaves = [s.node_id for s in steps if s.node_id not in parents]
+    outputs = {node_id: files for node_id, files in ComponentExecution.objects.filter(
+        execution_id=execution.pk, node_id__in=leaves).values_list("node_id", "output_data__files")}
+    execution_transition(execution_id=execution.pk, expected=ExecutionStatus.RUNNING, to=ExecutionStatus.COMPLETED,
+                         completed_at=now, output_data={"outputs": outputs})
+
+
+# --- crash recovery ------------------------------------------------------------------------------
+
+def execution_sweep() -> dict[str, int]:
+    """Re-deliver steps whose worker went silent past the heartbeat timeout (the delivery takes
+    them over or fails them after STEP_MAX_ATTEMPTS), and ready steps whose message was lost."""
+    close_old_connections()
+    cutoff = timezone.now() - timedelta(seconds=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS)
+    stale = list(ComponentExecution.objects.filter(
+        status=StepStatus.RUNNING, execution__status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
+    ).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).values_list("id", "execution_id", "node_id"))
+    waiting = ComponentExecution.objects.filter(
+        status=StepStatus.PENDING, updated_at__lt=cutoff,
+        execution__status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
+    ).only("id", "execution_id", "node_id", "input_data")[:1000]
+    ready = []
+    for step in waiting:
+        parents = step.input_data.get("parents", []) if step.input_data else []
+        if not parents or ComponentExecution.objects.filter(
+                execution_id=step.execution_id, node_id__in=parents, status=StepStatus.COMPLETED).count() == len(parents):
+            ready.append((step.pk, step.execution_id, step.node_id))
+    for step_id, execution_id, node_id in stale:
+        logs.emit(execution_id=execution_id, step_id=step_id, node_id=node_id, level="warning",
+                  message=f"sweep: step {node_id} silent for over {settings.STEP_HEARTBEAT_TIMEOUT_SECONDS}s; re-queued",
+                  event="sweep_requeue")
+    for step_id, execution_id, node_id in ready:
+        logs.emit(execution_id=execution_id, step_id=step_id, node_id=node_id, level="warning",
+                  message=f"sweep: ready step {node_id} was never picked up; re-queued", event="sweep_requeue")
+    from executions.tasks import step_run
+
+    for step_id, _, _ in stale + ready:
+        step_run.apply_async(args=[str(step_id)])
+    return {"stale": len(stale), "ready": len(ready)}

@@ -1,0 +1,25 @@
+"""Celery tasks of the engine: thin wrappers that take ids and call executions.services."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.conf import settings
+
+from executions import services
+
+
+@shared_task(
+    bind=True, name="executions.tasks.step_run", acks_late=True, reject_on_worker_lost=True, max_retries=None,
+    soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + 5, time_limit=settings.STEP_TIME_LIMIT_SECONDS + 30,
+)
+def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:
+    outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt)
+    if outcome.retry_in is not None:
+        raise self.retry(countdown=outcome.retry_in, kwargs={"step_id": step_id, "owned_attempt": outcome.owned_attempt},
+                         args=())
+    return outcome.reason
+
+
+@shared_task(name="executions.tasks.execution_sweep", acks_late=True)
+def execution_sweep() -> dict[str, int]:
+    return services.execution_sweep()
