@@ -1,6 +1,25 @@
+"""ASGI entry point: HTTP goes to Django, WebSockets to the Channels routes (live progress).
+
+Served by uvicorn (`scripts/run.sh`): `uvicorn imageflow.asgi:application`.
+"""
+
 import os
 
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imageflow.settings")
-application = get_asgi_application()
+# Django must be set up before the consumers (and their models) are imported.
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+from executions.routing import websocket_urlpatterns  # noqa: E402
+from imageflow.ws_auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
+
+websocket_application = AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+
+application = ProtocolTypeRouter({
+    "http": django_asgi_app,
+    "websocket": BrowserOriginValidator(websocket_application),
+})

@@ -1,0 +1,223 @@
+"""Progress events of runs: built from the database after a status change was committed,
+numbered, kept in a short per-run history in Redis and fanned out through the channel layer.
+
+Event (JSON object), one per committed state change:
+
+    {"type": "step" | "execution" | "snapshot", "seq": 7, "execution_id": "...",
+     "execution_status": "running", "node_id": "resize", "step_id": "...", "status": "completed",
+     "previous_status": "running", "completed_steps": 2, "total_steps": 4, "percentage": 50.0,
+     "timestamp": "2026-11-26T12:00:00.123456+00:00", "final": false}
+
+`seq` is a per-run counter: numbering, appending to the history and trimming it happen in one
+Redis script, so the history is always complete and ordered up to any number a client has seen,
+and a client (or the WebSocket consumer) that sees a gap can fill it from the history.
+`completed_steps` counts steps in a finished status (completed, failed, skipped, cancelled).
+`final` is true on the event of the run's end; a snapshot carries the run's steps too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+from uuid import UUID
+
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Count, Q
+from django.dispatch import receiver
+from django.utils import timezone
+
+from executions.models import (
+    FINISHED_EXECUTION_STATUSES,
+    FINISHED_STEP_STATUSES,
+    ComponentExecution,
+    PipelineExecution,
+)
+from executions.signals import execution_status_changed, step_status_changed
+
+logger = logging.getLogger(__name__)
+
+EVENT_MESSAGE_TYPE = "progress.event"  # the consumer's handler: progress_event()
+
+# KEYS: seq counter, history list; ARGV: event JSON without seq, history length, ttl seconds.
+_PUBLISH_SCRIPT = """
+local seq = redis.call('INCR', KEYS[1])
+local event = cjson.decode(ARGV[1])
+event['seq'] = seq
+local text = cjson.encode(event)
+redis.call('RPUSH', KEYS[2], text)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+return text
+"""
+
+_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+def redis_client() -> redis.Redis:
+    url = settings.CHANNEL_LAYER_REDIS_URL
+    client = _clients.get(url)
+    if client is None:
+        with _lock:
+            client = _clients.get(url) or redis.Redis.from_url(url, decode_responses=True)
+            _clients[url] = client
+    return client
+
+
+def group_name(execution_id: UUID | str) -> str:
+    # Channel-layer group names allow only ASCII letters, digits, hyphens, underscores, periods.
+    return f"execution.{execution_id}"
+
+
+def seq_key(execution_id: UUID | str) -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:progress:{execution_id}:seq"
+
+
+def history_key(execution_id: UUID | str) -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:progress:{execution_id}:events"
+
+
+def _progress(execution_id: UUID | str) -> dict[str, Any]:
+    counts = ComponentExecution.objects.filter(execution_id=execution_id).aggregate(
+        total=Count("id"), finished=Count("id", filter=Q(status__in=FINISHED_STEP_STATUSES)),
+    )
+    total, finished = counts["total"], counts["finished"]
+    return {
+        "completed_steps": finished,
+        "total_steps": total,
+        "percentage": round(100.0 * finished / total, 1) if total else 0.0,
+    }
+
+
+def current_seq(execution_id: UUID | str) -> int:
+    value = redis_client().get(seq_key(execution_id))
+    return int(value) if value else 0
+
+
+def history(execution_id: UUID | str, *, after: int = 0) -> list[dict]:
+    """The kept events of a run with seq > after, in order."""
+    events = [json.loads(text) for text in redis_client().lrange(history_key(execution_id), 0, -1)]
+    return [event for event in events if event["seq"] > after]
+
+
+def snapshot(execution_id: UUID | str) -> dict[str, Any] | None:
+    """The run's state as the database has it now, numbered with the last published seq: every
+    event up to that seq is reflected in it (the counter is read first, the rows after)."""
+    seq = current_seq(execution_id)
+    execution = PipelineExecution.objects.filter(id=execution_id).values(
+        "id", "status", "pipeline_id", "started_at", "completed_at", "error_message",
+    ).first()
+    if execution is None:
+        return None
+    steps = list(
+        ComponentExecution.objects.filter(execution_id=execution_id).order_by("created_at", "id").values(
+            "id", "node_id", "status", "started_at", "completed_at", "execution_time_ms", "error_message",
+        )
+    )
+    total = len(steps)
+    finished = sum(1 for step in steps if step["status"] in FINISHED_STEP_STATUSES)
+    return {
+        "type": "snapshot",
+        "seq": seq,
+        "execution_id": str(execution["id"]),
+        "pipeline_id": str(execution["pipeline_id"]),
+        "execution_status": execution["status"],
+        "status": execution["status"],
+        "started_at": _iso(execution["started_at"]),
+        "completed_at": _iso(execution["completed_at"]),
+        "error_message": execution["error_message"],
+        "completed_steps": finished,
+        "total_steps": total,
+        "percentage": round(100.0 * finished / total, 1) if total else 0.0,
+        "steps": [
+            {"step_id": str(step["id"]), "node_id": step["node_id"], "status": step["status"],
+             "started_at": _iso(step["started_at"]), "completed_at": _iso(step["completed_at"]),
+             "execution_time_ms": step["execution_time_ms"], "error_message": step["error_message"]}
+            for step in steps
+        ],
+        "timestamp": timezone.now().isoformat(),
+        "final": execution["status"] in FINISHED_EXECUTION_STATUSES,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def publish(event: dict[str, Any]) -> dict[str, Any]:
+    """Numbers the event, appends it to the run's history and sends it to the run's group."""
+    execution_id = event["execution_id"]
+    text = redis_client().eval(
+        _PUBLISH_SCRIPT, 2, seq_key(execution_id), history_key(execution_id),
+        json.dumps(event), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
+    )
+    numbered = json.loads(text)
+    layer = get_channel_layer()
+    async_to_sync(layer.group_send)(group_name(execution_id), {"type": EVENT_MESSAGE_TYPE, "event": numbered})
+    return numbered
+
+
+def execution_event(*, execution_id, status: str, previous_status: str) -> dict[str, Any]:
+    return {
+        "type": "execution",
+        "execution_id": str(execution_id),
+        "execution_status": status,
+        "node_id": None,
+        "step_id": None,
+        "status": status,
+        "previous_status": previous_status,
+        **_progress(execution_id),
+        "timestamp": timezone.now().isoformat(),
+        "final": status in FINISHED_EXECUTION_STATUSES,
+    }
+
+
+def step_event(*, execution_id, step_id, node_id: str, status: str, previous_status: str) -> dict[str, Any]:
+    execution_status = PipelineExecution.objects.filter(id=execution_id).values_list("status", flat=True).first()
+    return {
+        "type": "step",
+        "execution_id": str(execution_id),
+        "execution_status": execution_status,
+        "node_id": node_id,
+        "step_id": str(step_id),
+        "status": status,
+        "previous_status": previous_status,
+        **_progress(execution_id),
+        "timestamp": timezone.now().isoformat(),
+        "final": False,
+    }
+
+
+# The engine sends these signals from transaction.on_commit. A failure to publish is logged and
+# never breaks the engine: the database stays the truth and clients resync from a snapshot.
+
+@receiver(execution_status_changed, dispatch_uid="executions.events.on_execution_status_changed")
+def on_execution_status_changed(sender, *, execution_id, status, previous_status, **kwargs) -> None:
+    try:
+        event = publish(execution_event(execution_id=execution_id, status=status, previous_status=previous_status))
+    except Exception:
+        logger.exception("could not publish the progress event of execution %s", execution_id)
+        return
+    if event["final"]:
+        # The run's last lines become searchable now rather than at the next periodic run.
+        try:
+            from executions.logstore.tasks import ship_logs
+
+            ship_logs.delay()
+        except Exception:
+            logger.warning("could not enqueue log shipping after execution %s ended", execution_id, exc_info=True)
+
+
+@receiver(step_status_changed, dispatch_uid="executions.events.on_step_status_changed")
+def on_step_status_changed(sender, *, execution_id, step_id, node_id, status, previous_status, **kwargs) -> None:
+    try:
+        publish(step_event(execution_id=execution_id, step_id=step_id, node_id=node_id, status=status,
+                           previous_status=previous_status))
+    except Exception:
+        logger.exception("could not publish the progress event of step %s", step_id)
