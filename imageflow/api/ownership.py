@@ -7,7 +7,7 @@ nothing else, so a wider scope (organizations) is added here once.
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 
 def can_see_all(user) -> bool:
@@ -19,10 +19,29 @@ def scope_to_user(queryset: QuerySet, *, user, owner_field: str = "created_by") 
         return queryset
     if not user or not user.is_authenticated:
         return queryset.none()
+    if owner_field == "created_by" and _has_organization(queryset.model):
+        # Organizations (workflow registry): members also see their organizations' rows.
+        from imageflow.orgs.models import Membership
+
+        org_ids = Membership.objects.filter(user=user).values("organization_id")
+        return queryset.filter(Q(**{owner_field: user}) | Q(organization_id__in=org_ids))
     return queryset.filter(**{owner_field: user})
+
+
+def _has_organization(model) -> bool:
+    return any(f.name == "organization" and f.is_relation for f in model._meta.concrete_fields)
 
 
 def is_owner(obj, *, user, owner_field: str = "created_by") -> bool:
     if can_see_all(user):
         return True
-    return bool(user and user.is_authenticated and getattr(obj, f"{owner_field}_id", None) == user.pk)
+    if not (user and user.is_authenticated):
+        return False
+    if getattr(obj, f"{owner_field}_id", None) == user.pk:
+        return True
+    org_id = getattr(obj, "organization_id", None) if owner_field == "created_by" else None
+    if org_id is None:
+        return False
+    from imageflow.orgs.models import Membership
+
+    return Membership.objects.filter(user=user, organization_id=org_id).exists()
