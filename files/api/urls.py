@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from .views import FileViewSet
+
+router = SimpleRouter()
+router.register("files", FileViewSet, basename="file")
+
+urlpatterns = router.urls

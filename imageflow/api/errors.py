@@ -20,6 +20,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from imageflow.exceptions import ConflictError
+
 logger = logging.getLogger(__name__)
 
 NON_FIELD_KEY = "non_field_errors"
@@ -133,7 +135,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         body = problem(status_code=400, type_="validation_error", detail=_summary(errors), errors=errors)
         set_rollback()
         return Response(body, status=400)
-    if isinstance(exc, Http404):
+    if isinstance(exc, ConflictError):
+        exc = Conflict(str(exc) or Conflict.default_detail)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()

@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+from rest_framework.routers import SimpleRouter
 
-urlpatterns: list = []
+from .views import ComponentViewSet, PipelineViewSet
+
+router = SimpleRouter()
+router.register("components", ComponentViewSet, basename="component")
+router.register("pipelines", PipelineViewSet, basename="pipeline")
+
+urlpatterns = router.urls

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from files.models import File
+
+
+class FileSerializer(serializers.ModelSerializer):
+    metadata = serializers.JSONField(read_only=True, help_text="format, width, height, mode, exif (JSON)")
+    created_by = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
+    download_url = serializers.HyperlinkedIdentityField(view_name="api:file-download", read_only=True)
+
+    class Meta:
+        model = File
+        fields = ["id", "original_name", "mime_type", "file_size", "checksum", "metadata", "created_by", "created_at",
+                  "download_url"]
+        read_only_fields = fields
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="The image (JPEG, PNG, TIFF, BMP, GIF, WebP, ...).",
+                                 allow_empty_file=True, use_url=False)

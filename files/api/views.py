@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpResponseRedirect
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+
+from files import selectors, services
+from imageflow.api.permissions import IsOwnerOrStaff
+from imageflow.api.schema import ERROR_RESPONSES
+
+from .serializers import FileSerializer, FileUploadSerializer
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[
+        OpenApiParameter("checksum", str, description="SHA-256 hex of the bytes."),
+        OpenApiParameter("mime_type", str, description="e.g. image/png"),
+    ]),
+    destroy=extend_schema(responses={204: None, **ERROR_RESPONSES(404)}, summary="Delete the file and its object"),
+)
+class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                  viewsets.GenericViewSet):
+    """Images uploaded by the signed-in user (staff: all)."""
+
+    serializer_class = FileSerializer
+    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+
+    def get_queryset(self):
+        params = self.request.query_params
+        return selectors.file_list(user=self.request.user, checksum=params.get("checksum"),
+                                   mime_type=params.get("mime_type"))
+
+    @extend_schema(
+        request={"multipart/form-data": FileUploadSerializer},
+        responses={201: FileSerializer, **ERROR_RESPONSES(400, 413, 415)},
+        summary="Upload an image (multipart field `file`)",
+        description="Streams the upload to a temporary file while hashing it, checks the bytes are an image "
+                    "(the extension is ignored) and stores it in the object store. A non-image or corrupt "
+                    "file is a 400, an upload over FILE_UPLOAD_MAX_BYTES a 413; nothing is stored then.",
+    )
+    def create(self, request, *args, **kwargs):
+        serializer = FileUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        checksum = getattr(upload, "sha256", None)
+        try:
+            stored = services.file_store(stream=upload, original_name=upload.name, created_by=request.user,
+                                         checksum=checksum, size=upload.size if checksum else None)
+        except DjangoValidationError as exc:
+            raise DjangoValidationError({"file": exc.messages}) from None
+        finally:
+            upload.close()
+        return Response(FileSerializer(stored, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        services.file_delete(file=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        responses={302: OpenApiResponse(OpenApiTypes.NONE, description="Redirect to a short-lived presigned URL."),
+                   **ERROR_RESPONSES(404)},
+        summary="Download: redirect to a presigned object-store URL",
+    )
+    @action(detail=True, methods=["get"], url_path="download")
+    def download(self, request, pk=None):
+        file = self.get_object()
+        return HttpResponseRedirect(services.file_presigned_url(file))
+
+    def get_parsers(self):
+        if getattr(self, "action", None) == "create":
+            return [MultiPartParser()]
+        return super().get_parsers()

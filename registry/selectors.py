@@ -1,0 +1,28 @@
+"""Reads of components and pipelines; ownership scoping comes from imageflow.api.ownership."""
+
+from __future__ import annotations
+
+from django.db.models import Q, QuerySet
+
+from imageflow.api.ownership import scope_to_user
+
+from .models import Component, Pipeline, PipelineVersion
+
+
+def component_list(*, search: str | None = None) -> QuerySet[Component]:
+    queryset = Component.objects.all().order_by("name", "version")
+    if search:
+        queryset = queryset.filter(Q(name__icontains=search) | Q(description__icontains=search))
+    return queryset
+
+
+def pipeline_list(*, user, search: str | None = None) -> QuerySet[Pipeline]:
+    """Pipelines the user may see, most recently updated first."""
+    queryset = scope_to_user(Pipeline.objects.all(), user=user).order_by("-updated_at", "id")
+    if search:
+        queryset = queryset.filter(Q(name__icontains=search) | Q(description__icontains=search))
+    return queryset
+
+
+def pipeline_version_list(*, pipeline: Pipeline) -> QuerySet[PipelineVersion]:
+    return PipelineVersion.objects.filter(pipeline=pipeline).order_by("-version")

@@ -1,0 +1,166 @@
+"""Writes of components and pipelines (the API, the admin and commands call these).
+
+Pipelines keep a complete history: every version, v1 included, has a `pipeline_versions` row.
+A change of `definition` bumps `version` and records the new row in the same transaction, under
+`select_for_update` of the pipeline, so concurrent edits get consecutive versions; a change of
+name or description alone keeps the version.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
+
+from imageflow.exceptions import ConflictError
+
+from .dag import validate_definition
+from .models import Component, Pipeline, PipelineVersion
+
+COMPONENT_FIELDS = ("name", "description", "docker_image", "version", "runner", "input_schema", "output_schema",
+                    "resource_requirements")
+PIPELINE_METADATA_FIELDS = ("name", "description")
+
+
+# --- components ----------------------------------------------------------------------------------
+
+def validate_json_schema(schema: Any, *, field: str) -> None:
+    """Raise ValidationError naming `field` unless `schema` is a valid JSON Schema (or empty)."""
+    if schema is None:
+        return
+    if not isinstance(schema, (dict, bool)):
+        raise ValidationError({field: ["must be a JSON Schema object."]})
+    cls = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path)
+        raise ValidationError({field: [f"invalid JSON Schema{f' at {where}' if where else ''}: {exc.message}"]}) from None
+
+
+def _validate_component(data: dict[str, Any]) -> None:
+    validate_json_schema(data.get("input_schema"), field="input_schema")
+    validate_json_schema(data.get("output_schema"), field="output_schema")
+    resources = data.get("resource_requirements")
+    if resources is not None and not isinstance(resources, dict):
+        raise ValidationError({"resource_requirements": ["must be an object such as {\"cpu\": 1, \"memory\": \"512Mi\"}."]})
+
+
+def _save_component(component: Component) -> Component:
+    component.full_clean(validate_unique=False, validate_constraints=False)
+    try:
+        with transaction.atomic():
+            component.save()
+    except IntegrityError as exc:
+        if "components_name_version_uniq" in str(exc):
+            raise ValidationError({"version": [f"component {component.name}:{component.version} already exists."]}) from None
+        raise
+    return component
+
+
+def component_create(*, name: str, version: str, docker_image: str, description: str | None = None,
+                     runner: str = Component.Runner.CONTAINER, input_schema: dict | None = None,
+                     output_schema: dict | None = None, resource_requirements: dict | None = None) -> Component:
+    data = {"input_schema": input_schema, "output_schema": output_schema, "resource_requirements": resource_requirements}
+    _validate_component(data)
+    component = Component(name=name, version=version, docker_image=docker_image, description=description,
+                          runner=runner, **data)
+    return _save_component(component)
+
+
+def component_update(*, component: Component, data: dict[str, Any]) -> Component:
+    unknown = set(data) - set(COMPONENT_FIELDS)
+    if unknown:
+        raise ValidationError({key: ["cannot be changed."] for key in sorted(unknown)})
+    _validate_component(data)
+    for key, value in data.items():
+        setattr(component, key, value)
+    return _save_component(component)
+
+
+def pipelines_using_component(component: Component):
+    ref = {"nodes": [{"component": {"name": component.name, "version": component.version}}]}
+    return Pipeline.objects.filter(definition__contains=ref)
+
+
+def component_delete(*, component: Component) -> None:
+    """Refuses (ConflictError) while a pipeline names the component or a run used it."""
+    with transaction.atomic():
+        users = list(pipelines_using_component(component).values_list("name", flat=True)[:5])
+        if users:
+            raise ConflictError(f"component {component} is used by pipelines: {', '.join(users)}.")
+        try:
+            component.delete()
+        except ProtectedError:
+            raise ConflictError(f"component {component} has executions and cannot be deleted.") from None
+
+
+# --- pipelines -----------------------------------------------------------------------------------
+
+def _record_version(pipeline: Pipeline, *, user) -> PipelineVersion:
+    return PipelineVersion.objects.create(
+        pipeline=pipeline, version=pipeline.version, name=pipeline.name, description=pipeline.description,
+        definition=copy.deepcopy(pipeline.definition), created_by=user,
+    )
+
+
+def _check_metadata(name: Any) -> None:
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValidationError({"name": ["must be a non-empty string."]})
+
+
+def pipeline_create(*, name: str, definition: dict, created_by, description: str | None = None) -> Pipeline:
+    """Validate the DAG (registry.dag.DagValidationError names node and field) and store v1."""
+    _check_metadata(name)
+    validate_definition(definition)
+    with transaction.atomic():
+        pipeline = Pipeline.objects.create(name=name, description=description, definition=definition,
+                                           version=1, created_by=created_by)
+        _record_version(pipeline, user=created_by)
+    return pipeline
+
+
+def pipeline_update(*, pipeline: Pipeline, user, data: dict[str, Any]) -> Pipeline:
+    """Apply a change of name/description/definition. A different definition bumps the version."""
+    unknown = set(data) - {"name", "description", "definition"}
+    if unknown:
+        raise ValidationError({key: ["cannot be changed."] for key in sorted(unknown)})
+    _check_metadata(data.get("name"))
+    if "definition" in data:
+        validate_definition(data["definition"])
+    with transaction.atomic():
+        locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+        for key in PIPELINE_METADATA_FIELDS:
+            if key in data:
+                setattr(locked, key, data[key])
+        definition_changed = "definition" in data and data["definition"] != locked.definition
+        if definition_changed:
+            locked.definition = data["definition"]
+            locked.version += 1
+        locked.save()
+        if definition_changed:
+            _record_version(locked, user=user)
+    return locked
+
+
+def pipeline_delete(*, pipeline: Pipeline) -> None:
+    """Refuses (ConflictError) while executions of the pipeline exist: runs keep their history."""
+    with transaction.atomic():
+        try:
+            pipeline.delete()
+        except ProtectedError:
+            raise ConflictError(f"pipeline {pipeline.name!r} has executions and cannot be deleted.") from None
+
+
+def pipeline_clone(*, pipeline: Pipeline, user, name: str | None = None) -> Pipeline:
+    """A new pipeline (v1, owned by `user`) with the source's current definition."""
+    return pipeline_create(
+        name=name or f"{pipeline.name} (copy)"[:255], description=pipeline.description,
+        definition=copy.deepcopy(pipeline.definition), created_by=user,
+    )
