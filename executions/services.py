@@ -41,7 +41,11 @@ from files.models import File
 from registry.dag import merge_parameters, validate_definition
 from registry.models import Pipeline
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_id() -> str:
+    """host:pid of this process (computed per call: prefork children are forked after import)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class InvalidTransition(Exception):
@@ -338,13 +342,13 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
         except StepFailure as exc:
             attempt = step.attempts + 1
             if step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING,
-                               attempts=attempt, started_at=now, heartbeat_at=now, worker=WORKER_ID):
+                               attempts=attempt, started_at=now, heartbeat_at=now, worker=worker_id()):
                 step_fail(step=step, attempt=attempt, message=str(exc))
             return StepOutcome(reason="bad inputs")
         attempt = step.attempts + 1
         claimed = step_transition(
             step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, attempts=attempt, started_at=now,
-            heartbeat_at=now, worker=WORKER_ID, input_data={**(step.input_data or {}), "inputs": inputs},
+            heartbeat_at=now, worker=worker_id(), input_data={**(step.input_data or {}), "inputs": inputs},
         )
         if not claimed:
             return StepOutcome(reason="claimed by another delivery")
@@ -365,13 +369,13 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
         attempt = step.attempts + 1
         took = ComponentExecution.objects.filter(
             pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
-        ).update(attempts=attempt, heartbeat_at=now, worker=WORKER_ID) == 1
+        ).update(attempts=attempt, heartbeat_at=now, worker=worker_id()) == 1
         if not took:
             return StepOutcome(reason="taken over by another delivery")
         if not own:
             logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
                                                 f"running it again (attempt {attempt})", event="step_takeover", **ids)
-        step.attempts, step.worker = attempt, WORKER_ID
+        step.attempts, step.worker = attempt, worker_id()
     return _run_claimed(step, attempt)
 
 
@@ -415,7 +419,7 @@ def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
     from files.services import file_delete
 
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
-    logs.emit(level="info", message=f"step {step.node_id} started (attempt {attempt}) on {WORKER_ID}",
+    logs.emit(level="info", message=f"step {step.node_id} started (attempt {attempt}) on {worker_id()}",
               event="step_started", attempt=attempt, **ids)
     input_ids = list((step.input_data or {}).get("inputs") or [])
     by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)}
@@ -626,3 +630,103 @@ def execution_sweep() -> dict[str, int]:
     for step_id, _, _ in stale + ready:
         step_run.apply_async(args=[str(step_id)])
     return {"stale": len(stale), "ready": len(ready)}
+
+
+# --- built-in components ----------------------------------------------------------------------------
+
+def builtin_components_register() -> dict[str, int]:
+    """Create or update one component per built-in operation (runner "builtin"); idempotent."""
+    from executions.runners.builtin import BUILTIN_IMAGE, BUILTIN_OPERATIONS, BUILTIN_VERSION
+    from registry.models import Component, ComponentRunner
+
+    created = updated = 0
+    output_schema = {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+        "metrics": {"type": "object"}}}
+    with transaction.atomic():
+        for operation in BUILTIN_OPERATIONS.values():
+            values = {"description": operation.description, "docker_image": f"{BUILTIN_IMAGE}:{operation.name}",
+                      "runner": ComponentRunner.BUILTIN, "input_schema": operation.input_schema,
+                      "output_schema": output_schema,
+                      "resource_requirements": {"cpu": 1, "memory": "256Mi", "gpu": 0,
+                                                "inputs": {"min": operation.min_inputs, "max": operation.max_inputs}}}
+            component = Component.objects.select_for_update().filter(name=operation.name, version=BUILTIN_VERSION).first()
+            if component is None:
+                Component.objects.create(name=operation.name, version=BUILTIN_VERSION, **values)
+                created += 1
+            elif any(getattr(component, key) != value for key, value in values.items()):
+                for key, value in values.items():
+                    setattr(component, key, value)
+                component.save()
+                updated += 1
+    return {"created": created, "updated": updated, "total": len(BUILTIN_OPERATIONS)}
+
+
+# --- demo data -------------------------------------------------------------------------------------
+
+DEMO_PIPELINE_NAME = "Demo: resize, then grayscale / edges / sharpen side by side"
+
+
+def demo_definition() -> dict:
+    def ref(name: str) -> dict:
+        return {"name": name, "version": "1.0.0"}
+
+    return {
+        "nodes": [
+            {"id": "resize", "component": ref("resize"), "parameters": {"width": 480}},
+            {"id": "gray", "component": ref("grayscale"), "parameters": {}},
+            {"id": "edges", "component": ref("edge_detect"), "parameters": {}},
+            {"id": "sharpen", "component": ref("sharpen"), "parameters": {"percent": 200}},
+            {"id": "board", "component": ref("side_by_side"), "parameters": {"gap": 8}},
+        ],
+        "edges": [
+            {"from": "resize", "to": "gray"}, {"from": "resize", "to": "edges"}, {"from": "resize", "to": "sharpen"},
+            {"from": "gray", "to": "board"}, {"from": "edges", "to": "board"}, {"from": "sharpen", "to": "board"},
+        ],
+    }
+
+
+def demo_image_bytes(*, width: int = 1024, height: int = 768, seed: int = 0) -> bytes:
+    """A generated JPEG with gradients and shapes (something for the filters to act on)."""
+    import io
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(seed)
+    image = Image.new("RGB", (width, height))
+    pixels = image.load()
+    for y in range(0, height, 4):
+        for x in range(0, width, 4):
+            color = (x * 255 // width, y * 255 // height, (x + y + seed * 37) % 256)
+            for dy in range(4):
+                for dx in range(4):
+                    if x + dx < width and y + dy < height:
+                        pixels[x + dx, y + dy] = color
+    draw = ImageDraw.Draw(image)
+    for _ in range(12):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        box = (x0, y0, x0 + rng.randrange(40, width // 3), y0 + rng.randrange(40, height // 3))
+        fill = tuple(rng.randrange(256) for _ in range(3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill, outline=(255, 255, 255), width=3)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def demo_load(*, user) -> dict:
+    """Register the built-ins, upload one generated demo image and create the demo pipeline;
+    running it again changes nothing."""
+    from files.services import file_store_bytes
+    from registry.services import pipeline_create
+
+    components = builtin_components_register()
+    image = File.objects.filter(created_by=user, metadata__demo=True).first()
+    if image is None:
+        image = file_store_bytes(content=demo_image_bytes(), original_name="imageflow-demo.jpg", created_by=user,
+                                 prefix="uploads", extra_metadata={"demo": True})
+    pipeline = Pipeline.objects.filter(name=DEMO_PIPELINE_NAME, created_by=user).first()
+    if pipeline is None:
+        pipeline = pipeline_create(name=DEMO_PIPELINE_NAME, definition=demo_definition(), created_by=user,
+                                   description="Built-in operations on one image, branches merged into a board.")
+    return {"components": components, "file": image, "pipeline": pipeline}
