@@ -30,6 +30,8 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
 
     serializer_class = FileSerializer
     permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+    # Uploads are multipart only (streamed through files.api.upload.HashingUploadHandler).
+    parser_classes = [MultiPartParser]
 
     def get_queryset(self):
         params = self.request.query_params
@@ -71,8 +73,3 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     def download(self, request, pk=None):
         file = self.get_object()
         return HttpResponseRedirect(services.file_presigned_url(file))
-
-    def get_parsers(self):
-        if getattr(self, "action", None) == "create":
-            return [MultiPartParser()]
-        return super().get_parsers()
