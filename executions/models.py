@@ -65,6 +65,11 @@ class PipelineExecution(TimestampedModel):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="retries",
         help_text="The failed execution this one re-runs.",
     )
+    # Workflow registry: an applied workflow runs as a pipeline execution pinned to its version.
+    workflow = models.ForeignKey(
+        "registry.Workflow", on_delete=models.SET_NULL, null=True, blank=True, related_name="executions",
+    )
+    workflow_version = models.IntegerField(blank=True, null=True, help_text="The workflow version applied.")
 
     class Meta:
         db_table = "pipeline_executions"
@@ -82,6 +87,7 @@ class PipelineExecution(TimestampedModel):
             models.Index(fields=["status", "-started_at"], name="pexec_status_started_idx"),
             models.Index(fields=["pipeline", "status", "-created_at", "-id"], name="pexec_pipe_status_created_idx"),
             models.Index(fields=["-created_at", "-id"], name="pexec_created_idx"),
+            models.Index(fields=["workflow", "-created_at"], name="pexec_workflow_created_idx"),
         ]
 
     def __str__(self) -> str:

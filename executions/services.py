@@ -459,6 +459,8 @@ def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
              "peak_memory_bytes": max(heartbeat.peak_rss, result.child_peak_memory_bytes),
              "memory_scope": "external process" if result.child_peak_memory_bytes else "worker process"}
     output_data = {"files": [str(f.id) for f in result.outputs], "metrics": result.metrics}
+    if result.data is not None:
+        output_data["data"] = result.data
     step_complete(step=step, attempt=attempt, output_data=output_data, execution_time_ms=elapsed_ms,
                   resource_usage=usage, created_files=context.created_files)
     return StepOutcome(reason="completed")

@@ -14,6 +14,7 @@ from imageflow.models import TimestampedModel, UUIDModel, choices_check
 class ComponentRunner(models.TextChoices):
     BUILTIN = "builtin", "Built-in (Pillow, in the worker)"
     CONTAINER = "container", "Container image (external process)"
+    HTTP = "http", "HTTP agent/tool (POST to WORKFLOW_HTTP_RUNNER_URL)"
 
 
 class ParamValueType(models.TextChoices):

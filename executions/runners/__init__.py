@@ -24,6 +24,8 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     child_cpu_seconds: float = 0.0
     child_peak_memory_bytes: int = 0
+    # JSON output of a step that produces data rather than files (HTTP agent/tool runner).
+    data: Any = None
 
 
 @dataclass
@@ -67,7 +69,10 @@ class Runner(Protocol):
 def get_runner(component: Component) -> Runner:
     from executions.runners.builtin import BuiltinRunner
     from executions.runners.container import ContainerRunner
+    from executions.runners.http import HttpRunner
 
     if component.runner == ComponentRunner.BUILTIN:
         return BuiltinRunner()
+    if component.runner == ComponentRunner.HTTP:
+        return HttpRunner()
     return ContainerRunner()

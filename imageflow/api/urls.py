@@ -8,6 +8,7 @@ app_name = "api"
 
 urlpatterns = [
     path("auth/token/", TokenObtainView.as_view(), name="token"),
+    path("", include("registry.api.workflow_urls")),
     path("", include("registry.api.urls")),
     path("", include("files.api.urls")),
     path("", include("executions.api.urls")),
