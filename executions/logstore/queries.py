@@ -134,9 +134,48 @@ def search_logs(
     }
     if text.strip():
         body["highlight"] = {
-            "fields": {"message": {"number_of_fragments": 0}},
+            "fields": {"message": {"number_of_fragments": 0}}, "encoder": "html",
             "pre_tags": [HIGHLIGHT_PRE], "post_tags": [HIGHLIGHT_POST],
         }
     if cursor:
         body["search_after"] = decode_cursor(cursor)
     return _page(_search(client or get_client(), body), size)
+
+
+def execution_logs_from_database(
+    *, execution_id, nodes=None, levels=None, cursor: str | None = None, size: int = 100,
+) -> LogPage:
+    """The same page read from the durable buffer: what the API serves while the search server
+    is unreachable (same order, same cursor format: timestamp in ms, record id)."""
+    from datetime import UTC
+
+    from django.db.models import Q
+
+    from executions.log_models import ExecutionLogRecord
+
+    rows = ExecutionLogRecord.objects.filter(execution_id=execution_id).select_related("execution__pipeline")
+    if nodes:
+        rows = rows.filter(node_id__in=list(nodes))
+    if levels:
+        rows = rows.filter(level__in=list(levels))
+    if cursor:
+        millis, record_id = decode_cursor(cursor)
+        # Documents carry millisecond timestamps; compare on the same precision.
+        boundary = datetime.fromtimestamp((millis + 1) / 1000, tz=UTC)
+        exact = datetime.fromtimestamp(millis / 1000, tz=UTC)
+        rows = rows.filter(Q(timestamp__gte=boundary) | Q(timestamp__gte=exact, timestamp__lt=boundary, id__gt=record_id))
+    total = rows.count()
+    page = list(rows.order_by("timestamp", "id")[:size])
+    from executions.logstore.shipping import record_source
+
+    records = []
+    for row in page:
+        source = record_source(row, pipeline_id=row.execution.pipeline_id, pipeline_name=row.execution.pipeline.name,
+                               owner_id=row.execution.created_by_id)
+        source["id"] = source.pop("record_id")
+        records.append(source)
+    next_cursor = None
+    if len(page) == size:
+        last = page[-1]
+        next_cursor = encode_cursor([int(last.timestamp.timestamp() * 1000), last.id])
+    return LogPage(records=records, next_cursor=next_cursor, total=total)

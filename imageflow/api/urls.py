@@ -12,4 +12,5 @@ urlpatterns = [
     path("", include("registry.api.urls")),
     path("", include("files.api.urls")),
     path("", include("executions.api.urls")),
+    path("", include("executions.api.log_urls")),
 ]
