@@ -533,6 +533,11 @@ def step_fail(*, step: ComponentExecution, attempt: int, message: str, execution
         logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
                   component=str(step.component), level="error", message=f"step {step.node_id} failed: {message}",
                   event="step_failed")
+    else:
+        logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+                  component=str(step.component), level="warning",
+                  message=f"step {step.node_id}: failure of attempt {attempt} discarded (the step was cancelled or "
+                          f"taken over): {message}", event="step_result_discarded")
     return won
 
 
