@@ -51,3 +51,73 @@ def other_api(db):
     client = APIClient()
     client.force_authenticate(UserFactory())
     return client
+
+
+# --- a local HTTP agent/tool service (outside our stack, so a test server is fine) ----------------
+
+class AgentServer:
+    """http.server in a thread: records every POST and answers with JSON built from it."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                node = body["node"]["key"]
+                if body["parameters"].get("fail"):
+                    self.send_response(422)
+                    self.end_headers()
+                    self.wfile.write(b"cannot do that")
+                    return
+                upstream = {k: v["output"] for k, v in body["inputs"].items()}
+                reply = json.dumps({"node": node, "saw": upstream, "params": body["params"],
+                                    "parameters": body["parameters"]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/run"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def agent_server(settings):
+    server = AgentServer()
+    settings.WORKFLOW_HTTP_RUNNER_URL = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def registry_worker(transactional_db, settings):
+    """A real Celery worker (solo pool) in a thread of this process, on this session's queue."""
+    from celery.contrib.testing.worker import start_worker
+
+    import celery.contrib.testing.tasks  # noqa: F401  (registers celery.ping for the start-up check)
+    from imageflow.celery import app
+
+    settings.STEP_HEARTBEAT_SECONDS = 0.2
+    settings.STEP_RETRY_BACKOFF_SECONDS = 0.1
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(settings.CELERY_TASK_DEFAULT_QUEUE)
+    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=30,
+                      queues=[settings.CELERY_TASK_DEFAULT_QUEUE]) as worker:
+        yield worker

@@ -1,0 +1,114 @@
+"""Apply: params validated against workflow_params (400 otherwise), then a tracked execution
+pinned to the workflow version, run to completion by a real Celery worker; agent/tool nodes
+through the HTTP runner (a local test server), component nodes as their component."""
+
+import time
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution
+from imageflow.audit.models import AuditEntry
+from registry.models import Workflow
+from registry.workflow_apply import resolve_params
+from registry.workflow_services import workflow_create
+from tests.factories import UserFactory
+from tests.registry.conftest import sample_document
+
+
+def wait_finished(execution_id, timeout=60.0) -> PipelineExecution:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        execution = PipelineExecution.objects.get(pk=execution_id)
+        if execution.status in {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}:
+            return execution
+        time.sleep(0.1)
+    raise AssertionError(f"execution {execution_id} did not finish in {timeout}s")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("params, field, message", [
+    ({}, "params.url", "required"),
+    ({"url": 42}, "params.url", "expected a string"),
+    ({"url": "http://x", "sentences": "three"}, "params.sentences", "expected an integer"),
+    ({"url": "http://x", "sentences": True}, "params.sentences", "expected an integer"),
+    ({"url": "http://x", "colour": "red"}, "params.colour", "no param"),
+])
+def test_apply_with_missing_or_wrong_params_is_400_and_starts_nothing(api, params, field, message):
+    created = api.post("/api/v1/workflows/", sample_document(), format="json").json()
+    response = api.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": params}, format="json")
+    assert response.status_code == 400, response.json()
+    errors = response.json()["errors"]
+    assert field in errors and message in " ".join(errors[field])
+    assert PipelineExecution.objects.count() == 0
+
+
+def test_resolve_params_applies_typed_defaults():
+    declared = [{"key": "n", "value_type": "int", "required": True, "default_value": "3"},
+                {"key": "r", "value_type": "float", "required": False, "default_value": None},
+                {"key": "on", "value_type": "bool", "required": False, "default_value": "false"},
+                {"key": "cfg", "value_type": "json", "required": False, "default_value": '{"a": 1}'}]
+    assert resolve_params(declared=declared, values={"r": 2}) == {"n": 3, "r": 2.0, "on": False, "cfg": {"a": 1}}
+    with pytest.raises(ValidationError):
+        resolve_params(declared=declared, values={"on": "yes"})
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_correct_apply_runs_to_completion_through_the_engine(registry_worker, agent_server):
+    # given
+    user = UserFactory()
+    workflow, _ = workflow_create(user=user, data=sample_document())
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(user)
+    # when
+    response = api.post(f"/api/v1/workflows/{workflow.pk}/apply/", {"params": {"url": "https://example.org/a"}},
+                        format="json")
+    # then: accepted, pinned to the version, and run by the worker to completion
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert body["workflow_version"] == 1 and body["params"] == {"url": "https://example.org/a", "sentences": 3}
+    execution = wait_finished(body["execution"])
+    assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+    assert execution.workflow_id == workflow.pk and execution.workflow_version == 1
+    steps = {s.node_id: s for s in ComponentExecution.objects.filter(execution=execution)}
+    assert set(steps) == {"fetch", "summarize", "post"}
+    assert all(s.status == "completed" for s in steps.values())
+    # the HTTP runner got the substituted parameters and the parent's output with the handoff data
+    by_node = {r["node"]["key"]: r for r in agent_server.requests}
+    assert by_node["fetch"]["parameters"] == {"url": "https://example.org/a"}
+    assert by_node["summarize"]["inputs"]["fetch"]["handoff_data"] == {"field": "html"}
+    assert by_node["summarize"]["inputs"]["fetch"]["output"]["node"] == "fetch"
+    assert steps["post"].output_data["data"]["saw"]["summarize"]["node"] == "summarize"
+    # counted and audited
+    workflow.refresh_from_db()
+    assert workflow.apply_count == 1
+    assert AuditEntry.objects.filter(object_id=workflow.pk, action="apply").count() == 1
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_failing_http_node_fails_the_run_and_skips_its_children(registry_worker, agent_server):
+    user = UserFactory()
+    document = sample_document()
+    document["nodes"][1]["parameters"]["fail"] = True
+    workflow, _ = workflow_create(user=user, data=document)
+    from registry.workflow_apply import workflow_apply
+
+    execution, _ = workflow_apply(workflow=workflow, user=user, params={"url": "u"})
+    execution = wait_finished(execution.pk)
+    assert execution.status == ExecutionStatus.FAILED
+    assert "summarize" in execution.error_message and "422" in execution.error_message
+    assert ComponentExecution.objects.get(execution=execution, node_id="post").status == "skipped"
+
+
+@pytest.mark.django_db
+def test_cyclic_workflow_cannot_be_applied(api):
+    document = sample_document()
+    document["edges"].append({"parent": "post", "child": "fetch"})
+    created = api.post("/api/v1/workflows/", document, format="json").json()
+    response = api.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": {"url": "u"}}, format="json")
+    assert response.status_code == 400 and "cycle" in response.json()["errors"]["edges"][0]
+    assert Workflow.objects.get(pk=created["id"]).apply_count == 0
