@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timezone as dt_timezone
 
@@ -31,6 +32,17 @@ DEFAULT_BATCH_SIZE = 2000
 
 class SearchUnavailable(Exception):
     """The search server could not be reached or answered with a server error."""
+
+
+@contextmanager
+def search_errors_as_unavailable():
+    """Connection failures and server errors of the search client as `SearchUnavailable`."""
+    try:
+        yield
+    except (TransportConnectionError, ConnectionTimeout) as exc:
+        raise SearchUnavailable(f"search server unreachable: {exc}") from exc
+    except (ApiError, TransportError) as exc:
+        raise SearchUnavailable(f"search server error: {exc}") from exc
 
 
 @dataclass
@@ -109,10 +121,8 @@ def ship_pending(
     Raises `SearchUnavailable` when the server is down; already shipped batches stay shipped."""
     es = client or get_client()
     result = ShipResult()
-    try:
+    with search_errors_as_unavailable():
         ensure_template(es)
-    except (TransportConnectionError, ConnectionTimeout, TransportError, ApiError) as exc:
-        raise SearchUnavailable(f"search server unreachable: {exc}") from exc
     while max_batches is None or result.batches < max_batches:
         with transaction.atomic():
             rows = list(
@@ -148,7 +158,8 @@ def reindex(
     """Sends every stored row again (all, or one execution's), by id order, and marks them shipped.
     Idempotent: the same `_id`s overwrite the same documents. Refused rows get their error updated."""
     es = client or get_client()
-    ensure_template(es)
+    with search_errors_as_unavailable():
+        ensure_template(es)
     queryset = ExecutionLogRecord.objects.select_related("execution__pipeline").order_by("id")
     if execution_id is not None:
         queryset = queryset.filter(execution_id=execution_id)
@@ -166,5 +177,6 @@ def reindex(
         sent += len(acknowledged)
         last_id = rows[-1].id
     if refresh:
-        es.indices.refresh(index=index_name("logs-*"))
+        with search_errors_as_unavailable():
+            es.indices.refresh(index=index_name("logs-*"))
     return sent

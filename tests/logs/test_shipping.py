@@ -112,3 +112,29 @@ def test_batches_cover_more_rows_than_one_batch(es):
     result = ship_pending(batch_size=10, refresh=True)
     assert (result.shipped, result.batches) == (25, 3)
     assert es.count(index=alias_name())["count"] == 25
+
+
+def test_reindex_logs_rebuilds_a_lost_index_from_the_durable_buffer_exactly_once(es):
+    from django.core.management import call_command
+
+    from executions.logstore.documents import delete_log_indices
+
+    # given shipped records whose index was lost (the in-memory server restarted)
+    execution = PipelineExecutionFactory()
+    logs.emit_lines(execution_id=execution.id, lines=[f"line {i}" for i in range(7)])
+    ship_pending(refresh=True)
+    delete_log_indices(es)
+    # when the index is rebuilt, twice
+    call_command("reindex_logs", "--recreate")
+    call_command("reindex_logs", "--execution", str(execution.id))
+    # then every record is searchable once
+    assert _search_ids(es) == sorted(ExecutionLogRecord.objects.values_list("id", flat=True))
+
+
+def test_reindex_logs_refuses_bad_arguments():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="not a UUID"):
+        call_command("reindex_logs", "--execution", "nope")
+    with pytest.raises(CommandError, match="No execution"):
+        call_command("reindex_logs", "--execution", "00000000-0000-0000-0000-000000000000")
