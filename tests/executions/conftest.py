@@ -172,7 +172,7 @@ class ProcessWorker:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)  # warm shutdown of the main process
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from executions.models import ExecutionStatus, StepStatus
-from executions.services import execution_cancel, execution_retry, execution_start
+from executions.services import execution_cancel, execution_retry, execution_start, execution_sweep
 from executions.tasks import step_run
 from files.models import File
 from tests.executions.conftest import node, open_image, wait_finished, wait_for
@@ -190,3 +190,53 @@ def test_duplicate_delivery_after_completion_changes_nothing(thread_worker, buil
     step_after = execution.steps.get()
     assert step_after.output_data == step.output_data and step_after.attempts == 1
     assert File.objects.count() == files_before
+
+
+def _silent_run(nodes: list[tuple[str, list[str]]], *, user, inputs: list[str], silent_attempts: int):
+    """Rows of a run whose first step's worker died an hour ago on another machine, and whose
+    task message is gone (made with factories, so nothing was ever enqueued)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from registry.models import Component
+    from tests.factories import ComponentExecutionFactory, PipelineExecutionFactory, PipelineFactory
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    execution = PipelineExecutionFactory(pipeline=PipelineFactory(created_by=user), status=ExecutionStatus.RUNNING,
+                                         started_at=long_ago, input_data={"inputs": inputs})
+    for index, (node_id, parents) in enumerate(nodes):
+        component = Component.objects.get(name=node_id, version="1.0.0")
+        ComponentExecutionFactory(
+            execution=execution, component=component, node_id=node_id,
+            status=StepStatus.RUNNING if index == 0 else StepStatus.PENDING,
+            attempts=silent_attempts if index == 0 else 0, worker="gone-host:4242" if index == 0 else "",
+            heartbeat_at=long_ago if index == 0 else None,
+            input_data={"parameters": {"radius": 2} if node_id == "blur" else {}, "parents": parents,
+                        "edges": [{"from": p, "to": node_id} for p in parents],
+                        "inputs": inputs if not parents else None})
+    return execution
+
+
+def test_sweep_requeues_a_step_whose_worker_went_silent(thread_worker, builtins, jpeg_file, user):
+    # given a running step whose worker stopped sending heartbeats and whose message is gone
+    execution = _silent_run([("grayscale", [])], user=user, inputs=[str(jpeg_file().id)], silent_attempts=1)
+    # when the periodic sweep runs
+    assert execution_sweep() == {"stale": 1, "ready": 0}
+    # then the step is taken over and the run completes
+    wait_finished(execution)
+    step = execution.steps.get()
+    assert execution.status == ExecutionStatus.COMPLETED and step.attempts == 2 and step.worker != "gone-host:4242"
+    assert open_image(File.objects.get(pk=step.output_data["files"][0])).mode == "L"
+
+
+def test_sweep_fails_a_step_that_lost_its_worker_too_often(thread_worker, engine_settings, builtins, jpeg_file, user):
+    engine_settings.STEP_MAX_ATTEMPTS = 2
+    execution = _silent_run([("grayscale", []), ("blur", ["grayscale"])], user=user, inputs=[str(jpeg_file().id)],
+                            silent_attempts=2)
+    execution_sweep()
+    wait_finished(execution)
+    steps = {s.node_id: s for s in execution.steps.all()}
+    assert steps["grayscale"].status == StepStatus.FAILED and steps["blur"].status == StepStatus.SKIPPED
+    assert execution.status == ExecutionStatus.FAILED
+    assert "worker lost 2 times (last gone-host:4242); giving up" in execution.error_message
