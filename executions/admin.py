@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from imageflow.admin_utils import ImageFlowModelAdmin
 
+from .admin_live import LiveProgressAdminMixin
 from .models import ComponentExecution, PipelineExecution
 
 
@@ -18,7 +19,7 @@ class ComponentExecutionInline(admin.TabularInline):
 
 
 @admin.register(PipelineExecution)
-class PipelineExecutionAdmin(ImageFlowModelAdmin):
+class PipelineExecutionAdmin(LiveProgressAdminMixin, ImageFlowModelAdmin):
     list_display = ("id", "pipeline", "pipeline_version", "status", "created_by", "created_at", "started_at", "completed_at")
     list_filter = ("status", "created_at", "started_at")
     search_fields = ("id", "pipeline__name", "error_message")
