@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from imageflow.admin_utils import ImageFlowModelAdmin
 
+from .admin_actions import cancel_executions, retry_executions
 from .admin_live import LiveProgressAdminMixin
 from .models import ComponentExecution, PipelineExecution
 
@@ -10,7 +11,8 @@ class ComponentExecutionInline(admin.TabularInline):
     model = ComponentExecution
     extra = 0
     can_delete = False
-    fields = ("node_id", "component", "status", "execution_time_ms", "started_at", "completed_at", "error_message")
+    fields = ("node_id", "component", "status", "attempts", "reused_from", "execution_time_ms", "started_at", "completed_at",
+              "error_message")
     readonly_fields = fields
     ordering = ("created_at",)
 
@@ -28,6 +30,7 @@ class PipelineExecutionAdmin(LiveProgressAdminMixin, ImageFlowModelAdmin):
     raw_id_fields = ("pipeline", "created_by", "retry_of")
     readonly_fields = ("status", "started_at", "completed_at")
     inlines = [ComponentExecutionInline]
+    actions = [cancel_executions, retry_executions]
 
 
 @admin.register(ComponentExecution)
@@ -38,4 +41,4 @@ class ComponentExecutionAdmin(ImageFlowModelAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("execution", "component")
     raw_id_fields = ("execution", "component")
-    readonly_fields = ("status", "started_at", "completed_at", "heartbeat_at", "attempts")
+    readonly_fields = ("status", "started_at", "completed_at", "heartbeat_at", "attempts", "worker", "reused_from")

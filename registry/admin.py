@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from executions.admin_actions import run_pipelines
 from imageflow.admin_utils import ImageFlowInline, ImageFlowModelAdmin, pretty_json
 
 from .models import Component, Pipeline, PipelineVersion, Workflow, WorkflowEdge, WorkflowNode, WorkflowParam
@@ -37,6 +38,7 @@ class PipelineAdmin(ImageFlowModelAdmin):
     list_select_related = ("created_by",)
     raw_id_fields = ("created_by",)
     inlines = [PipelineVersionInline]
+    actions = [run_pipelines]
 
 
 @admin.register(PipelineVersion)
