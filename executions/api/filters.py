@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import django_filters
+from rest_framework.exceptions import ValidationError
 from django.db.models import Q
 
 from executions.models import ExecutionStatus, PipelineExecution
+from imageflow.api.params import to_utc
+
+
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """ISO 8601 with any offset, compared in UTC (PostgreSQL refuses offsets beyond +-15:59)."""
+
+    def filter(self, qs, value):
+        if value is None:
+            return qs
+        return super().filter(qs, to_utc(value, name=self.field_name))
 
 
 class ExecutionFilterSet(django_filters.FilterSet):
@@ -16,12 +27,12 @@ class ExecutionFilterSet(django_filters.FilterSet):
     pipeline = django_filters.UUIDFilter(field_name="pipeline_id")
     pipeline_version = django_filters.NumberFilter(field_name="pipeline_version")
     created_by = django_filters.UUIDFilter(field_name="created_by_id")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    started_after = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="gte")
-    started_before = django_filters.IsoDateTimeFilter(field_name="started_at", lookup_expr="lt")
-    completed_after = django_filters.IsoDateTimeFilter(field_name="completed_at", lookup_expr="gte")
-    completed_before = django_filters.IsoDateTimeFilter(field_name="completed_at", lookup_expr="lt")
+    created_after = UTCDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = UTCDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    started_after = UTCDateTimeFilter(field_name="started_at", lookup_expr="gte")
+    started_before = UTCDateTimeFilter(field_name="started_at", lookup_expr="lt")
+    completed_after = UTCDateTimeFilter(field_name="completed_at", lookup_expr="gte")
+    completed_before = UTCDateTimeFilter(field_name="completed_at", lookup_expr="lt")
     q = django_filters.CharFilter(method="filter_text",
                                   help_text="Text in the pipeline's name or description or the error message.")
 
@@ -47,5 +58,7 @@ class ExecutionFilterSet(django_filters.FilterSet):
         value = value.strip()
         if not value:
             return queryset
+        if "\x00" in value:
+            raise ValidationError({"q": ["Null characters are not allowed."]})
         return queryset.filter(Q(pipeline__name__icontains=value) | Q(pipeline__description__icontains=value)
                                | Q(error_message__icontains=value))

@@ -20,3 +20,7 @@ class FileSerializer(serializers.ModelSerializer):
 class FileUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The image (JPEG, PNG, TIFF, BMP, GIF, WebP, ...).",
                                  allow_empty_file=True, use_url=False)
+
+
+class DownloadSerializer(serializers.Serializer):
+    url = serializers.URLField(help_text="Presigned GET URL of the object; expires after S3_PRESIGNED_EXPIRY_SECONDS.")

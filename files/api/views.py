@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpResponseRedirect
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -11,10 +9,11 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from files import selectors, services
+from imageflow.api.params import text_param
 from imageflow.api.permissions import IsOwnerOrStaff
 from imageflow.api.schema import ERROR_RESPONSES
 
-from .serializers import FileSerializer, FileUploadSerializer
+from .serializers import DownloadSerializer, FileSerializer, FileUploadSerializer
 
 
 @extend_schema_view(
@@ -34,9 +33,8 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     parser_classes = [MultiPartParser]
 
     def get_queryset(self):
-        params = self.request.query_params
-        return selectors.file_list(user=self.request.user, checksum=params.get("checksum"),
-                                   mime_type=params.get("mime_type"))
+        return selectors.file_list(user=self.request.user, checksum=text_param(self.request, "checksum"),
+                                   mime_type=text_param(self.request, "mime_type"))
 
     @extend_schema(
         request={"multipart/form-data": FileUploadSerializer},
@@ -65,11 +63,12 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
-        responses={302: OpenApiResponse(OpenApiTypes.NONE, description="Redirect to a short-lived presigned URL."),
+        responses={302: OpenApiResponse(DownloadSerializer, description="Redirect (Location header) to a short-lived "
+                                                                        "presigned URL, also given in the body."),
                    **ERROR_RESPONSES(404)},
         summary="Download: redirect to a presigned object-store URL",
     )
     @action(detail=True, methods=["get"], url_path="download")
     def download(self, request, pk=None):
-        file = self.get_object()
-        return HttpResponseRedirect(services.file_presigned_url(file))
+        url = services.file_presigned_url(self.get_object())
+        return Response({"url": url}, status=status.HTTP_302_FOUND, headers={"Location": url})

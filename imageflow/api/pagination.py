@@ -2,8 +2,9 @@
 
 - `StandardPagination`: page numbers (`?page=2&page_size=20`) for small, mostly-static lists.
 - `KeysetPagination`: an opaque cursor over a strict (created_at, id) order for large,
-  append-heavy tables (executions). A page is `WHERE (created_at, id) < (cursor) ORDER BY
-  created_at DESC, id DESC LIMIT n`, so its cost does not grow with how deep it is.
+  append-heavy tables (executions). A page is `WHERE created_at <= t AND (created_at < t OR
+  id < x) ORDER BY created_at DESC, id DESC LIMIT n+1`, an index seek, so its cost does not
+  grow with how deep it is.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import base64
 import binascii
 import json
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.db.models import Q
@@ -55,8 +56,8 @@ class KeysetPagination(BasePagination):
             when = datetime.fromisoformat(time_text)
             if when.tzinfo is None:
                 raise ValueError("naive time")
-            return when, uuid.UUID(id_text)
-        except (ValueError, TypeError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):
+            return when.astimezone(UTC), uuid.UUID(id_text)
+        except (ValueError, TypeError, OverflowError, binascii.Error, json.JSONDecodeError, UnicodeDecodeError):
             raise ValidationError({"cursor": ["Invalid cursor."]}) from None
 
     def get_page_size(self, request) -> int:
@@ -79,8 +80,10 @@ class KeysetPagination(BasePagination):
         queryset = queryset.order_by(f"-{field}", "-id")
         if cursor:
             when, row_id = self.decode_cursor(cursor)
-            # Row-value comparison written so PostgreSQL walks the (time, id) index from the cursor.
-            queryset = queryset.filter(Q(**{f"{field}__lt": when}) | Q(**{field: when, "id__lt": row_id}))
+            # (time, id) < cursor, written so `time <= t` is an index condition: PostgreSQL seeks
+            # the (..., time, id) index to the cursor instead of walking every earlier row.
+            queryset = queryset.filter(Q(**{f"{field}__lte": when}),
+                                       Q(**{f"{field}__lt": when}) | Q(id__lt=row_id))
         rows = list(queryset[: size + 1])
         has_more = len(rows) > size
         rows = rows[:size]

@@ -8,6 +8,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
 from imageflow.api.mixins import OwnedQuerysetMixin
+from imageflow.api.params import text_param
 from imageflow.api.permissions import IsOwnerOrStaff, IsStaffOrReadOnly
 from imageflow.api.schema import ERROR_RESPONSES
 from registry import selectors, services
@@ -39,7 +40,7 @@ class ComponentViewSet(viewsets.ModelViewSet):
     queryset = Component.objects.all()
 
     def get_queryset(self):
-        return selectors.component_list(search=self.request.query_params.get("search"))
+        return selectors.component_list(search=text_param(self.request, "search"))
 
     def create(self, request, *args, **kwargs):
         serializer = self.get_serializer(data=request.data)
@@ -74,7 +75,7 @@ class PipelineViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     queryset = Pipeline.objects.all()
 
     def get_queryset(self):
-        return selectors.pipeline_list(user=self.request.user, search=self.request.query_params.get("search"))
+        return selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"))
 
     def get_serializer_class(self):
         return PipelineListSerializer if self.action == "list" else PipelineSerializer
