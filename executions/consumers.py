@@ -10,6 +10,7 @@ Close codes: 4401 not authenticated, 4404 no such run or not yours (the API's 40
 
 from __future__ import annotations
 
+import json
 import logging
 from uuid import UUID
 
@@ -78,23 +79,22 @@ class ExecutionProgressConsumer(AsyncJsonWebsocketConsumer):
     async def progress_event(self, message: dict) -> None:
         if self.finished:
             return
-        event = message["event"]
-        seq = int(event["seq"])
+        seq = int(message["seq"])
         if seq <= self.last_seq:
             return
         if seq > self.last_seq + 1:
             missing = await database_sync_to_async(events.history)(self.execution_id, after=self.last_seq)
             for earlier in missing:
                 if earlier["seq"] < seq:
-                    await self._deliver(earlier)
+                    await self._deliver(earlier["seq"], bool(earlier.get("final")), json.dumps(earlier))
                     if self.finished:
                         return
-        await self._deliver(event)
+        await self._deliver(seq, bool(message["final"]), message["text"])
 
-    async def _deliver(self, event: dict) -> None:
-        self.last_seq = int(event["seq"])
-        await self.send_json(event)
-        if event.get("final"):
+    async def _deliver(self, seq: int, final: bool, text: str) -> None:
+        self.last_seq = seq
+        await self.send(text_data=text)
+        if final:
             await self._finish()
 
     async def _finish(self) -> None:

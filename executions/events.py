@@ -17,14 +17,15 @@ and a client (or the WebSocket consumer) that sees a gap can fill it from the hi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import threading
 from typing import Any
 from uuid import UUID
 
 import redis
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Count, Q
@@ -84,11 +85,13 @@ def history_key(execution_id: UUID | str) -> str:
 
 
 def _progress(execution_id: UUID | str) -> dict[str, Any]:
-    counts = ComponentExecution.objects.filter(execution_id=execution_id).aggregate(
-        total=Count("id"), finished=Count("id", filter=Q(status__in=FINISHED_STEP_STATUSES)),
-    )
-    total, finished = counts["total"], counts["finished"]
+    """The run's status and step counts, in one query."""
+    row = PipelineExecution.objects.filter(id=execution_id).annotate(
+        total=Count("steps"), finished=Count("steps", filter=Q(steps__status__in=FINISHED_STEP_STATUSES)),
+    ).values("status", "total", "finished").first() or {"status": None, "total": 0, "finished": 0}
+    total, finished = row["total"], row["finished"]
     return {
+        "execution_status": row["status"],
         "completed_steps": finished,
         "total_steps": total,
         "percentage": round(100.0 * finished / total, 1) if total else 0.0,
@@ -150,6 +153,35 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
+class _LayerSender:
+    """Sends to the channel layer from synchronous code (workers, services) through one event
+    loop kept in a background thread, so the layer's Redis connection stays open between events
+    (async_to_sync would start a loop and a connection per event). A forked process (a Celery
+    prefork child) starts its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid: int | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None or self._pid != os.getpid():
+            with self._lock:
+                if self._loop is None or self._pid != os.getpid():
+                    loop = asyncio.new_event_loop()
+                    threading.Thread(target=loop.run_forever, name="progress-events", daemon=True).start()
+                    self._loop, self._pid = loop, os.getpid()
+        return self._loop
+
+    def group_send(self, group: str, message: dict, *, timeout: float = 5.0) -> None:
+        layer = get_channel_layer()
+        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
+        future.result(timeout)
+
+
+_sender = _LayerSender()
+
+
 def publish(event: dict[str, Any]) -> dict[str, Any]:
     """Numbers the event, appends it to the run's history and sends it to the run's group."""
     execution_id = event["execution_id"]
@@ -158,8 +190,10 @@ def publish(event: dict[str, Any]) -> dict[str, Any]:
         json.dumps(event), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
     )
     numbered = json.loads(text)
-    layer = get_channel_layer()
-    async_to_sync(layer.group_send)(group_name(execution_id), {"type": EVENT_MESSAGE_TYPE, "event": numbered})
+    # The JSON text travels as is: each watching consumer sends it without encoding it again.
+    _sender.group_send(group_name(execution_id), {
+        "type": EVENT_MESSAGE_TYPE, "seq": numbered["seq"], "final": bool(numbered.get("final")), "text": text,
+    })
     return numbered
 
 
@@ -167,23 +201,21 @@ def execution_event(*, execution_id, status: str, previous_status: str) -> dict[
     return {
         "type": "execution",
         "execution_id": str(execution_id),
-        "execution_status": status,
         "node_id": None,
         "step_id": None,
         "status": status,
         "previous_status": previous_status,
         **_progress(execution_id),
+        "execution_status": status,
         "timestamp": timezone.now().isoformat(),
         "final": status in FINISHED_EXECUTION_STATUSES,
     }
 
 
 def step_event(*, execution_id, step_id, node_id: str, status: str, previous_status: str) -> dict[str, Any]:
-    execution_status = PipelineExecution.objects.filter(id=execution_id).values_list("status", flat=True).first()
     return {
         "type": "step",
         "execution_id": str(execution_id),
-        "execution_status": execution_status,
         "node_id": node_id,
         "step_id": str(step_id),
         "status": status,

@@ -275,15 +275,14 @@ CELERY_BEAT_SCHEDULE = {
 # there too, under CHANNEL_LAYER_PREFIX.
 CHANNEL_LAYER_REDIS_URL = env.str("CHANNEL_LAYER_REDIS_URL", "redis://127.0.0.1:6379/2")
 CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "imageflow")
+# Redis pub/sub: one PUBLISH per event whatever the number of watchers, delivered once to each
+# ASGI process that has watchers. At-most-once is enough: events are numbered and kept in a
+# per-run history, so a consumer that sees a gap fills it from there. Pub/sub channels are not
+# per database index, so the prefix is what separates deployments sharing a Redis server.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [CHANNEL_LAYER_REDIS_URL],
-            "prefix": f"{CHANNEL_LAYER_PREFIX}:asgi",
-            "capacity": 1000,
-            "expiry": 60,
-        },
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL], "prefix": f"{CHANNEL_LAYER_PREFIX}:asgi"},
     }
 }
 PROGRESS_EVENT_HISTORY = env.int("PROGRESS_EVENT_HISTORY", 5000)  # events kept per run for replay

@@ -63,28 +63,46 @@ def _visible(execution_id, user) -> bool:
 
 
 class _Subscription:
-    """A channel in the run's group: wakes the view when an event is published."""
+    """A channel in the run's group that wakes the view when an event is published.
+
+    One receive runs for the whole subscription: cancelling a pub/sub layer's receive drops the
+    channel, so a timed-out wait only stops waiting on the wake-up flag."""
 
     def __init__(self, execution_id) -> None:
         self.layer = get_channel_layer()
         self.group = events.group_name(execution_id)
         self.channel: str | None = None
+        self._woken = asyncio.Event()
+        self._reader: asyncio.Task | None = None
 
     async def __aenter__(self):
         self.channel = await self.layer.new_channel()
         await self.layer.group_add(self.group, self.channel)
+        self._reader = asyncio.ensure_future(self._read())
         return self
 
     async def __aexit__(self, *exc):
         await self.layer.group_discard(self.group, self.channel)
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, redis.exceptions.TimeoutError):
+                pass
 
-    async def wait(self, timeout: float) -> dict | None:
+    async def _read(self) -> None:
+        while True:
+            await self.layer.receive(self.channel)
+            self._woken.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """True when an event was published since the last call, False after `timeout`."""
         try:
-            message = await asyncio.wait_for(self.layer.receive(self.channel), timeout=timeout)
-        except (TimeoutError, redis.exceptions.TimeoutError):
-            # redis-py turns the cancelled blocking read into its own TimeoutError.
-            return None
-        return message.get("event")
+            await asyncio.wait_for(self._woken.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self._woken.clear()
+        return True
 
 
 def _int_param(request, name: str, *, default: float | None, minimum: float = 0) -> tuple[float | None, JsonResponse | None]:
@@ -173,7 +191,7 @@ async def _long_poll(execution_id, after: int | None, timeout: float) -> dict:
             if snapshot["final"]:
                 return {"events": [], "last_seq": max(after, snapshot["seq"]), "final": True}
             remaining = deadline - loop.time()
-            if remaining <= 0 or await subscription.wait(remaining) is None:
+            if remaining <= 0 or not await subscription.wait(remaining):
                 return {"events": [], "last_seq": after, "final": False}
 
 
@@ -211,5 +229,5 @@ async def _sse(execution_id, after: int | None):
                 snapshot = await snapshot_of(execution_id)
                 if snapshot["final"] and snapshot["seq"] <= last:
                     return
-            if await subscription.wait(SSE_HEARTBEAT_SECONDS) is None:
+            if not await subscription.wait(SSE_HEARTBEAT_SECONDS):
                 yield b": keep-alive\n\n"
