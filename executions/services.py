@@ -62,32 +62,31 @@ def execution_transition(*, execution_id, expected: str, to: str, **fields: Any)
     """Move an execution from `expected` to `to` if it is still `expected`; True if this call won."""
     if to not in EXECUTION_TRANSITIONS[expected]:
         raise InvalidTransition(f"execution {expected} -> {to} is not allowed")
-    with transaction.atomic():
-        won = PipelineExecution.objects.filter(pk=execution_id, status=expected).update(status=to, **fields) == 1
-        if won:
-            _send_on_commit(signals.execution_status_changed, execution_id=execution_id, status=to,
-                            previous_status=expected)
+    # One UPDATE is atomic by itself; on_commit runs at once in autocommit, or after the caller's commit.
+    won = PipelineExecution.objects.filter(pk=execution_id, status=expected).update(status=to, **fields) == 1
     if won:
+        _send_on_commit(signals.execution_status_changed, execution_id=execution_id, status=to,
+                        previous_status=expected)
         logs.emit(execution_id=execution_id, level="info", message=f"execution {expected} -> {to}",
                   event="execution_status", status=to, previous_status=expected)
     return won
 
 
 def step_transition(*, step: ComponentExecution, expected: str, to: str, attempt: int | None = None,
-                    **fields: Any) -> bool:
-    """Move a step from `expected` to `to`; with `attempt`, only the claimant of that attempt may."""
+                    log: bool = True, **fields: Any) -> bool:
+    """Move a step from `expected` to `to`; with `attempt`, only the claimant of that attempt may.
+    `log=False` when the caller writes its own, more telling log line (started, completed, failed)."""
     if to not in STEP_TRANSITIONS[expected]:
         raise InvalidTransition(f"step {expected} -> {to} is not allowed")
     query = ComponentExecution.objects.filter(pk=step.pk, status=expected)
     if attempt is not None:
         query = query.filter(attempts=attempt)
-    with transaction.atomic():
-        won = query.update(status=to, **fields) == 1
-        if won:
-            _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
-                            node_id=step.node_id, status=to, previous_status=expected)
+    won = query.update(status=to, **fields) == 1
     if won:
+        _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
+                        node_id=step.node_id, status=to, previous_status=expected)
         step.status = to
+    if won and log:
         logs.emit(execution_id=step.execution_id, level="info", message=f"step {step.node_id}: {expected} -> {to}",
                   step_id=step.pk, node_id=step.node_id, event="step_status", status=to, previous_status=expected)
     return won
@@ -347,7 +346,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
             return StepOutcome(reason="bad inputs")
         attempt = step.attempts + 1
         claimed = step_transition(
-            step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, attempts=attempt, started_at=now,
+            step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, log=False, attempts=attempt, started_at=now,
             heartbeat_at=now, worker=worker_id(), input_data={**(step.input_data or {}), "inputs": inputs},
         )
         if not claimed:
@@ -426,7 +425,7 @@ def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
     heartbeat = _Heartbeat(step, attempt)
     context = StepContext(step=step, attempt=attempt, parameters=(step.input_data or {}).get("parameters") or {},
                           inputs=[by_id[i] for i in input_ids if i in by_id], cancelled=heartbeat.lost,
-                          created_by=step.execution.created_by)
+                          created_by_id=step.execution.created_by_id)
     cpu_start = time.thread_time()
     started = time.monotonic()
     heartbeat.start()
@@ -476,7 +475,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _lock_execution(execution_id) -> PipelineExecution:
-    return PipelineExecution.objects.select_for_update().get(pk=execution_id)
+    return PipelineExecution.objects.select_for_update().only("id", "status").get(pk=execution_id)
 
 
 def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, execution_time_ms: int,
@@ -488,13 +487,14 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
     with transaction.atomic():
         execution = _lock_execution(step.execution_id)
         won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.COMPLETED, attempt=attempt,
-                              output_data=output_data, execution_time_ms=execution_time_ms,
+                              log=False, output_data=output_data, execution_time_ms=execution_time_ms,
                               resource_usage=resource_usage, completed_at=timezone.now(), heartbeat_at=timezone.now())
         if won:
-            _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
+            if attempt > 1:
+                _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
             if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
-                _enqueue_ready_children(step)
-                _finish_if_done(execution)
+                if not _enqueue_ready_children(step):
+                    _finish_if_done(execution)
     if not won:
         for created in created_files:
             file_delete(file=created)
@@ -523,7 +523,7 @@ def step_fail(*, step: ComponentExecution, attempt: int, message: str, execution
     with transaction.atomic():
         execution = _lock_execution(step.execution_id)
         won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.FAILED, attempt=attempt,
-                              error_message=message[:10000], execution_time_ms=execution_time_ms,
+                              log=False, error_message=message[:10000], execution_time_ms=execution_time_ms,
                               completed_at=timezone.now())
         if won:
             _skip_descendants(step)
@@ -546,17 +546,22 @@ def _steps_graph(execution_id) -> list[ComponentExecution]:
         "id", "execution_id", "node_id", "status", "input_data", "component_id"))
 
 
-def _enqueue_ready_children(step: ComponentExecution) -> None:
+def _enqueue_ready_children(step: ComponentExecution) -> bool:
+    """Enqueue the pending children whose parents have all completed. True if the step has pending
+    children (then the run cannot be finished yet)."""
     children = list(ComponentExecution.objects.filter(
         execution_id=step.execution_id, status=StepStatus.PENDING,
         input_data__parents__contains=[step.node_id]).only("id", "node_id", "input_data"))
     if not children:
-        return
-    parent_ids = {p for child in children for p in child.input_data.get("parents", [])}
-    status = dict(ComponentExecution.objects.filter(execution_id=step.execution_id, node_id__in=parent_ids)
-                  .values_list("node_id", "status"))
+        return False
+    other_parents = {p for child in children for p in child.input_data.get("parents", [])} - {step.node_id}
+    status = {step.node_id: StepStatus.COMPLETED}
+    if other_parents:  # a chain's child has only this parent: no need to ask
+        status.update(ComponentExecution.objects.filter(execution_id=step.execution_id, node_id__in=other_parents)
+                      .values_list("node_id", "status"))
     ready = [c.pk for c in children if all(status.get(p) == StepStatus.COMPLETED for p in c.input_data["parents"])]
     _enqueue_on_commit(ready)
+    return True
 
 
 def _skip_descendants(step: ComponentExecution) -> None:

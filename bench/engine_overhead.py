@@ -1,0 +1,79 @@
+"""Engine overhead: a pipeline of N no-op steps in a chain (built-in `passthrough`, no files)
+versus a bare Celery chain of N no-op tasks on the same broker and the same worker, both measured
+in this run. Prints the per-step time of each (median over the rounds) and their ratio.
+Target: engine per-step <= 2x the bare chain's.
+
+    DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_overhead.py            # 20 steps, 7 rounds
+    DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_overhead.py --quick    # 3 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+from engine_common import Worker, bench_user, django_setup, purge_queue
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 rounds")
+    args = parser.parse_args()
+    rounds = 3 if args.quick else args.rounds
+    django_setup()
+
+    from celery import chain
+
+    from engine_bench_tasks import noop
+    from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
+    from executions.services import builtin_components_register, execution_start
+    from registry.models import Pipeline
+
+    builtin_components_register()
+    user = bench_user()
+    definition = {
+        "nodes": [{"id": f"s{i}", "component": {"name": "passthrough", "version": "1.0.0"}, "parameters": {}}
+                  for i in range(args.steps)],
+        "edges": [{"from": f"s{i}", "to": f"s{i + 1}"} for i in range(args.steps - 1)],
+    }
+    pipeline, _ = Pipeline.objects.update_or_create(name=f"bench-noop-chain-{args.steps}", created_by=user,
+                                                    defaults={"definition": definition})
+    purge_queue()
+    worker = Worker(concurrency=1)
+
+    def engine_round() -> float:
+        started = time.perf_counter()
+        execution = execution_start(pipeline=pipeline, inputs=[], user=user)
+        while True:
+            status = PipelineExecution.objects.filter(pk=execution.pk).values_list("status", flat=True).get()
+            if status in FINISHED_EXECUTION_STATUSES:
+                break
+            time.sleep(0.01)
+        assert status == "completed", status
+        return (time.perf_counter() - started) / args.steps
+
+    def bare_round() -> float:
+        started = time.perf_counter()
+        chain(*[noop.si() for _ in range(args.steps)]).apply_async().get(timeout=120)
+        return (time.perf_counter() - started) / args.steps
+
+    try:
+        engine_round(), bare_round()  # warm-up: connections, imports
+        engine, bare = [], []
+        for _ in range(rounds):
+            bare.append(bare_round())
+            engine.append(engine_round())
+    finally:
+        worker.stop()
+    engine_ms, bare_ms = statistics.median(engine) * 1000, statistics.median(bare) * 1000
+    print(f"chain of {args.steps} no-op steps, {rounds} rounds, 1 worker process")
+    print(f"  bare Celery chain : {bare_ms:7.2f} ms per step (median; min {min(bare) * 1000:.2f})")
+    print(f"  ImageFlow engine  : {engine_ms:7.2f} ms per step (median; min {min(engine) * 1000:.2f})")
+    print(f"  ratio engine/bare : {engine_ms / bare_ms:5.2f}x   (target <= 2.0x)")
+
+
+if __name__ == "__main__":
+    main()
