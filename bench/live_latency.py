@@ -89,6 +89,18 @@ def run_phase(*, port: int, token: str, clients: int, steps: int, interval: floa
     time.sleep(0.3)
 
     committed: dict[str, float] = {}
+    published: dict[str, float] = {}
+    from executions import events
+
+    original_publish = events.publish
+
+    def timed_publish(event):
+        numbered = original_publish(event)
+        if event.get("step_id"):
+            published[f"{event['step_id']}:{event['status']}"] = time.monotonic()
+        return numbered
+
+    events.publish = timed_publish
 
     def move(step, expected, to):
         key = f"{step.pk}:{to}"
@@ -103,10 +115,12 @@ def run_phase(*, port: int, token: str, clients: int, steps: int, interval: floa
             move(step, expected, to)
             time.sleep(interval)
     execution_transition(execution_id=execution.id, expected="running", to="completed")
+    events.publish = original_publish
     per_client = results.get(timeout=60)
     process.join(30)
     latencies = []
     missing = 0
+    run_phase.publish_ms = [(published[key] - committed[key]) * 1000 for key in committed if key in published]
     for arrivals in per_client:
         for key, sent in committed.items():
             if key in arrivals:
@@ -120,7 +134,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--steps", type=int, default=100, help="steps per run; each makes 2 step events")
-    parser.add_argument("--interval-ms", type=float, default=20.0, help="pause between committed transitions")
+    parser.add_argument("--interval-ms", type=float, default=50.0, help="pause between committed transitions")
+    parser.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket implementation")
     args = parser.parse_args()
 
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", os.environ.get("DATABASE_NAME", "imageflow_live")],
@@ -135,7 +150,7 @@ def main() -> None:
     port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "uvicorn"), "imageflow.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--log-level", "warning"],
+         "--port", str(port), "--lifespan", "off", "--log-level", "warning", "--ws", args.ws],
         cwd=ROOT, env=os.environ.copy(), start_new_session=True,
     )
     try:
@@ -150,11 +165,13 @@ def main() -> None:
                 time.sleep(0.2)
         interval = args.interval_ms / 1000
         print(f"live_latency: {args.steps * 2} committed step transitions per phase, one every {args.interval_ms:g} ms, "
-              f"uvicorn pid {server.pid} on :{port}")
+              f"uvicorn --ws {args.ws} pid {server.pid} on :{port}")
         base, base_missing = run_phase(port=port, token=token, clients=1, steps=args.steps, interval=interval)
         print(f"  baseline, 1 client : {summary(base)}  missing={base_missing}")
+        print(f"    of which commit -> published to Redis: {summary(run_phase.publish_ms)}")
         loaded, missing = run_phase(port=port, token=token, clients=args.clients, steps=args.steps, interval=interval)
         print(f"  {args.clients} clients       : {summary(loaded)}  missing={missing}")
+        print(f"    of which commit -> published to Redis: {summary(run_phase.publish_ms)}")
         from live_common import percentile
 
         p95 = percentile(loaded, 95)

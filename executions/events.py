@@ -86,9 +86,11 @@ def history_key(execution_id: UUID | str) -> str:
 
 def _progress(execution_id: UUID | str) -> dict[str, Any]:
     """The run's status and step counts, in one query."""
-    row = PipelineExecution.objects.filter(id=execution_id).annotate(
+    # values() before annotate(): GROUP BY the status only, not every (JSON) column of the run.
+    rows = list(PipelineExecution.objects.filter(id=execution_id).order_by().values("status").annotate(
         total=Count("steps"), finished=Count("steps", filter=Q(steps__status__in=FINISHED_STEP_STATUSES)),
-    ).values("status", "total", "finished").first() or {"status": None, "total": 0, "finished": 0}
+    )[:1])
+    row = rows[0] if rows else {"status": None, "total": 0, "finished": 0}
     total, finished = row["total"], row["finished"]
     return {
         "execution_status": row["status"],
