@@ -303,7 +303,7 @@ CELERY_BEAT_SCHEDULE["executions-ship-logs"] = {
 # edges); the backend is a dotted path so an embedding backend (pgvector) can be switched on.
 WORKFLOW_SIMILARITY_BACKEND = env.str("WORKFLOW_SIMILARITY_BACKEND", "registry.similarity.TrigramStructureBackend")
 WORKFLOW_SIMILARITY_TEXT_WEIGHT = env.float("WORKFLOW_SIMILARITY_TEXT_WEIGHT", 0.5)
-WORKFLOW_SIMILARITY_CANDIDATES = env.int("WORKFLOW_SIMILARITY_CANDIDATES", 200)
+WORKFLOW_SIMILARITY_CANDIDATES = env.int("WORKFLOW_SIMILARITY_CANDIDATES", 100)
 # Full-text search configuration (PostgreSQL text search config name).
 WORKFLOW_SEARCH_CONFIG = env.str("WORKFLOW_SEARCH_CONFIG", "english")
 # Apply: `agent`/`tool` nodes that name no registered component are POSTed to this URL.
@@ -316,3 +316,7 @@ FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)
 # Uploads above this many bytes are spooled to a temporary file, never held whole in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 FILE_UPLOAD_HANDLERS = ["files.api.upload.HashingUploadHandler"]
+# POST /files/ streams a large upload to the object store while parsing it, in parts of this
+# size with at most this many parts in memory or on the wire (memory ~ part size x (in flight + 1)).
+FILE_UPLOAD_STREAM_PART_BYTES = env.int("FILE_UPLOAD_STREAM_PART_BYTES", 8 * 1024 * 1024)
+FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT = env.int("FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT", 4)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
-from django.contrib.postgres.indexes import GinIndex, GistIndex
+from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
@@ -141,6 +141,7 @@ class Workflow(TimestampedModel):
     search_vector = SearchVectorField(null=True, editable=False)
     similarity_text = models.TextField(blank=True, default="", editable=False)
     structure_features = ArrayField(models.CharField(max_length=300), default=list, blank=True, editable=False)
+    name_tokens = ArrayField(models.CharField(max_length=100), default=list, blank=True, editable=False)
     read_count = models.IntegerField(default=0, editable=False)
     apply_count = models.IntegerField(default=0, editable=False)
     reuse_count = models.IntegerField(default=0, editable=False)
@@ -151,7 +152,8 @@ class Workflow(TimestampedModel):
         indexes = [
             models.Index(fields=["-updated_at", "id"], name="workflow_updated_idx"),
             GinIndex(fields=["search_vector"], name="workflow_search_gin"),
-            GistIndex(fields=["similarity_text"], name="workflow_similarity_trgm", opclasses=["gist_trgm_ops"]),
+            # Candidates of the similar-workflow lookup (registry/similarity.py).
+            GinIndex(fields=["name_tokens"], name="workflow_name_tokens_gin"),
             GinIndex(fields=["structure_features"], name="workflow_features_gin"),
             models.Index(fields=["organization", "-updated_at"], name="workflow_org_updated_idx"),
         ]

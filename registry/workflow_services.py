@@ -19,7 +19,12 @@ from django.db.models import F, Value
 from imageflow.audit.services import audit_record
 from imageflow.orgs.models import Organization
 from registry.models import Tag, Workflow, WorkflowAccess, WorkflowEdge, WorkflowNode, WorkflowParam, WorkflowVersion
-from registry.similarity import registered_component_names, workflow_features, workflow_similarity_text
+from registry.similarity import (
+    name_tokens,
+    registered_component_names,
+    workflow_features,
+    workflow_similarity_text,
+)
 from registry.workflow_document import clean_document
 from registry.workflow_selectors import workflow_document
 
@@ -126,6 +131,7 @@ def _refresh_derived(workflow: Workflow, document: dict[str, Any]) -> None:
                        + SearchVector(Value(b), weight="B", config=config)
                        + SearchVector(Value(c), weight="C", config=config)),
         similarity_text=workflow_similarity_text(document),
+        name_tokens=name_tokens(document["name"]),
         structure_features=workflow_features(document, registered_component_names(document)),
     )
 
