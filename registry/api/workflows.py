@@ -77,7 +77,8 @@ LIST_PARAMETERS = [
     OpenApiParameter("organization", OpenApiTypes.UUID),
     OpenApiParameter("node_type", str, description="Only workflows with a node of this type."),
 ]
-FORMAT_PARAMETER = OpenApiParameter("format", str, enum=["json", "yaml"], description="Default json.")
+# `?format=` is DRF's renderer override, so the document format is chosen with `?as=`.
+FORMAT_PARAMETER = OpenApiParameter("as", str, enum=["json", "yaml"], description="Document format (default json).")
 
 
 def workflow_body(workflow: Workflow) -> dict:
@@ -360,9 +361,9 @@ def _similar_rows(user, query, limit: int) -> list[dict]:
 
 
 def _format(request) -> str:
-    fmt = request.query_params.get("format", "json")
+    fmt = request.query_params.get("as", "json")
     if fmt not in interchange.FORMATS:
-        raise DrfValidationError({"format": ["use json or yaml."]})
+        raise DrfValidationError({"as": ["use json or yaml."]})
     return fmt
 
 
