@@ -13,6 +13,7 @@ import uuid
 from typing import IO
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
@@ -37,21 +38,32 @@ def file_store(
     extra_metadata: dict | None = None,
     checksum: str | None = None,
     size: int | None = None,
+    stored_key: str | None = None,
+    file_id: uuid.UUID | None = None,
 ) -> File:
     """Store an image from a seekable binary stream (a temporary upload file, BytesIO, ...).
 
     `checksum` (SHA-256 hex) and `size` may be passed when the caller already computed them
     while receiving the bytes (the upload handler does), saving a second pass over the file.
+    `stored_key` names an object the caller already wrote with these bytes (the streaming upload
+    handler does, while receiving): it is not written again, and it is deleted if the bytes are
+    refused or the row cannot be stored. `file_id` is then the id its key was built from.
 
     Raises django.core.exceptions.ValidationError for an empty, non-image or corrupt file;
     nothing is stored then.
     """
-    facts = inspect_image(stream)
+    try:
+        facts = inspect_image(stream)
+    except ValidationError:
+        if stored_key is not None:
+            _delete_object(stored_key)
+        raise
     if checksum is None or size is None:
         checksum, size = sha256_of(stream)
-    file_id = uuid.uuid4()
-    key = object_key_for(file_id=file_id, extension=facts.extension, prefix=prefix)
-    stored_key = default_storage.save(key, stream)
+    file_id = file_id or uuid.uuid4()
+    if stored_key is None:
+        key = object_key_for(file_id=file_id, extension=facts.extension, prefix=prefix)
+        stored_key = _save_object(key, stream, content_type=facts.mime_type)
     metadata = {**facts.metadata, **(extra_metadata or {})}
     try:
         with transaction.atomic():
@@ -68,6 +80,18 @@ def file_store(
     except Exception:
         default_storage.delete(stored_key)
         raise
+
+
+def _save_object(key: str, stream: IO[bytes], *, content_type: str) -> str:
+    """Write the object. A spooled upload on disk goes through boto3's upload_file, which streams
+    parts from the file; upload_fileobj would buffer up to ten 8 MB parts in memory."""
+    path = getattr(stream, "temporary_file_path", None)
+    bucket = getattr(default_storage, "bucket", None)
+    if path is not None and bucket is not None:
+        bucket.Object(key).upload_file(path(), ExtraArgs={"ContentType": content_type},
+                                       Config=getattr(default_storage, "transfer_config", None))
+        return key
+    return default_storage.save(key, stream)
 
 
 def file_store_bytes(*, content: bytes, original_name: str, created_by=None, prefix: str = "outputs",

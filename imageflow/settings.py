@@ -316,7 +316,7 @@ FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)
 # Uploads above this many bytes are spooled to a temporary file, never held whole in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 FILE_UPLOAD_HANDLERS = ["files.api.upload.HashingUploadHandler"]
-# POST /files/ streams a large upload to the object store while parsing it, in parts of this
-# size with at most this many parts in memory or on the wire (memory ~ part size x (in flight + 1)).
+# POST /files/ streams a large upload to the object store while parsing it: parts of this size
+# (S3 minimum 5 MiB) are read back from the upload's temporary file, at most this many at once.
 FILE_UPLOAD_STREAM_PART_BYTES = env.int("FILE_UPLOAD_STREAM_PART_BYTES", 8 * 1024 * 1024)
-FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT = env.int("FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT", 4)
+FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT = env.int("FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT", 8)

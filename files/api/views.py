@@ -14,6 +14,7 @@ from imageflow.api.permissions import IsOwnerOrStaff
 from imageflow.api.schema import ERROR_RESPONSES
 
 from .serializers import DownloadSerializer, FileSerializer, FileUploadSerializer
+from .upload import StreamingUploadHandler, discard_streamed_objects
 
 
 @extend_schema_view(
@@ -45,17 +46,26 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
                     "file is a 400, an upload over FILE_UPLOAD_MAX_BYTES a 413; nothing is stored then.",
     )
     def create(self, request, *args, **kwargs):
-        serializer = FileUploadSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        upload = serializer.validated_data["file"]
-        checksum = getattr(upload, "sha256", None)
+        # Only this endpoint streams to the object store while parsing (must be set before parsing).
+        handler = StreamingUploadHandler(request._request)
+        request._request.upload_handlers = [handler]
         try:
-            stored = services.file_store(stream=upload, original_name=upload.name, created_by=request.user,
-                                         checksum=checksum, size=upload.size if checksum else None)
-        except DjangoValidationError as exc:
-            raise DjangoValidationError({"file": exc.messages}) from None
+            serializer = FileUploadSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            upload = serializer.validated_data["file"]
+            checksum = getattr(upload, "sha256", None)
+            try:
+                stored = services.file_store(
+                    stream=upload, original_name=upload.name, created_by=request.user, checksum=checksum,
+                    size=upload.size if checksum else None, stored_key=getattr(upload, "object_key", None),
+                    file_id=getattr(upload, "file_id", None),
+                )
+            except DjangoValidationError as exc:
+                raise DjangoValidationError({"file": exc.messages}) from None
+            # file_store owns the streamed object now (it removes it itself on failure).
+            upload.object_key = None
         finally:
-            upload.close()
+            discard_streamed_objects(handler)
         return Response(FileSerializer(stored, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):

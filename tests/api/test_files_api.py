@@ -5,7 +5,6 @@ import io
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.test import override_settings
@@ -75,16 +74,13 @@ def test_json_body_is_415(api):
 
 
 @override_settings(FILE_UPLOAD_MAX_BYTES=10_000)
-def test_over_the_limit_is_413_and_nothing_stored(api):
-    client = boto3.client("s3", endpoint_url=settings.S3_ENDPOINT_URL, aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
-                          aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY, region_name=settings.S3_REGION)
-    before = client.list_objects_v2(Bucket=settings.S3_BUCKET).get("KeyCount", 0)
+def test_over_the_limit_is_413_and_nothing_stored(api, issued_keys):
     big = png_bytes(size=(300, 300), color=None) + b"\0" * 20_000
     response = upload(api, big, "big.png")
     assert response.status_code == 413
     assert response.json()["type"] == "payload_too_large" and "10000" in response.json()["detail"]
     assert not File.objects.exists()
-    assert client.list_objects_v2(Bucket=settings.S3_BUCKET).get("KeyCount", 0) == before
+    assert issued_keys == []  # refused before any object key was even made
 
 
 def test_path_traversal_name_is_sanitized(api):
@@ -141,3 +137,93 @@ def test_other_users_file_is_404(api, stranger_api, staff_api, owner):
 def test_files_need_authentication(anon):
     assert anon.get("/api/v1/files/").status_code == 401
     assert upload(anon, png_bytes(), "a.png").status_code == 401
+
+
+# --- streaming large uploads to the object store while parsing ---------------------------------
+
+def bmp_bytes(width: int, height: int) -> bytes:
+    import struct
+
+    row = width * 3
+    pixels = bytes((x * 7 + y) % 256 for y in range(height) for x in range(row))
+    header = b"BM" + struct.pack("<IHHI", 54 + len(pixels), 0, 0, 54)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(pixels), 2835, 2835, 0, 0)
+    return header + info + pixels
+
+
+@pytest.fixture
+def issued_keys(monkeypatch):
+    """Spy (calls through) on object-key creation, to check exactly those objects afterwards."""
+    from files import services
+
+    keys = []
+    real = services.object_key_for
+
+    def recording(**kwargs):
+        key = real(**kwargs)
+        keys.append(key)
+        return key
+
+    monkeypatch.setattr(services, "object_key_for", recording)
+    return keys
+
+
+STREAM_SETTINGS = {"FILE_UPLOAD_STREAM_PART_BYTES": 5 * 1024 * 1024, "FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT": 2}
+
+
+@override_settings(**STREAM_SETTINGS)
+def test_large_upload_is_streamed_in_parts_and_stored_intact(api, issued_keys):
+    content = bmp_bytes(1200, 3200)  # 11.5 MB: three parts of 5 MiB, 5 MiB, rest
+    response = upload(api, content, "large.bmp")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    row = File.objects.get(pk=body["id"])
+    assert issued_keys == [row.storage_path] and row.storage_path.endswith(f"{row.pk.hex}.bmp")
+    assert body["checksum"] == hashlib.sha256(content).hexdigest() and body["file_size"] == len(content)
+    assert (body["metadata"]["width"], body["metadata"]["height"]) == (1200, 3200)
+    with default_storage.open(row.storage_path, "rb") as stored:
+        assert hashlib.sha256(stored.read()).hexdigest() == body["checksum"]
+
+
+@override_settings(**STREAM_SETTINGS)
+def test_streamed_upload_that_is_corrupt_leaves_no_object(api, issued_keys):
+    content = bmp_bytes(1200, 3200)
+    corrupt = content[:-3_000_000]  # header promises more pixel rows than arrive
+    response = upload(api, corrupt, "broken.bmp")
+    assert response.status_code == 400 and "file" in response.json()["errors"]
+    assert len(issued_keys) == 1 and not object_exists(issued_keys[0])
+    assert not File.objects.exists()
+
+
+@override_settings(**STREAM_SETTINGS)
+def test_streamed_file_under_another_field_name_leaves_no_object(api, issued_keys):
+    handle = io.BytesIO(bmp_bytes(1200, 3200))
+    handle.name = "large.bmp"
+    response = api.post("/api/v1/files/", {"photo": handle}, format="multipart")
+    assert response.status_code == 400 and "file" in response.json()["errors"]
+    assert len(issued_keys) == 1 and not object_exists(issued_keys[0])
+
+
+@override_settings(FILE_UPLOAD_MAX_BYTES=7 * 1024 * 1024, **STREAM_SETTINGS)
+def test_limit_passed_while_streaming_aborts_the_multipart_upload(issued_keys):
+    """Without a Content-Length (chunked request) the limit is only known while streaming."""
+    from django.http.multipartparser import MultiPartParser
+
+    from files.api.upload import StreamingUploadHandler
+    from imageflow.api.errors import PayloadTooLarge
+
+    content = bmp_bytes(1200, 3200)
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bmp\"\r\n"
+            f"Content-Type: image/bmp\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    handler = StreamingUploadHandler()
+    meta = {"CONTENT_TYPE": f"multipart/form-data; boundary={boundary}", "CONTENT_LENGTH": str(len(body))}
+    parser = MultiPartParser(meta, io.BytesIO(body), [handler], "utf-8")
+    handler.handle_raw_input = lambda *args, **kwargs: None  # behave as if no Content-Length was declared
+    with pytest.raises(PayloadTooLarge):
+        parser.parse()
+    assert len(issued_keys) == 1 and not object_exists(issued_keys[0])
+    s3 = boto3.client("s3", endpoint_url=settings.S3_ENDPOINT_URL, aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+                      aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY, region_name=settings.S3_REGION)
+    pending = s3.list_multipart_uploads(Bucket=settings.S3_BUCKET, Prefix=issued_keys[0]).get("Uploads", [])
+    assert pending == []
