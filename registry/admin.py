@@ -3,7 +3,31 @@ from django.contrib import admin
 from executions.admin_actions import run_pipelines
 from imageflow.admin_utils import ImageFlowInline, ImageFlowModelAdmin, pretty_json
 
-from .models import Component, Pipeline, PipelineVersion, Workflow, WorkflowEdge, WorkflowNode, WorkflowParam
+from .models import (
+    Component,
+    Pipeline,
+    PipelineVersion,
+    Tag,
+    Workflow,
+    WorkflowAccess,
+    WorkflowEdge,
+    WorkflowNode,
+    WorkflowParam,
+    WorkflowVersion,
+)
+
+
+class ReadOnlyAdminMixin:
+    """History and logs are written by services only: viewable, never editable."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Component)
@@ -31,8 +55,9 @@ class PipelineVersionInline(admin.TabularInline):
 
 @admin.register(Pipeline)
 class PipelineAdmin(ImageFlowModelAdmin):
-    list_display = ("name", "version", "created_by", "updated_at")
-    list_filter = ("updated_at",)
+    list_display = ("name", "version", "category", "organization", "created_by", "updated_at")
+    list_filter = ("updated_at", "category", "tags", "organization")
+    filter_horizontal = ("tags",)
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
     list_select_related = ("created_by",)
@@ -86,19 +111,68 @@ class WorkflowParamInline(ImageFlowInline, admin.TabularInline):
     fields = ("key", "value_type", "required", "default_value", "metadata")
 
 
+class WorkflowVersionInline(admin.TabularInline):
+    model = WorkflowVersion
+    extra = 0
+    can_delete = False
+    fields = ("version", "change", "restored_from", "created_by", "created_at")
+    readonly_fields = fields
+    ordering = ("-version",)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(ImageFlowModelAdmin):
-    list_display = ("name", "version", "created_by", "updated_at")
-    list_filter = ("updated_at",)
+    """Edits through the form and its inlines become a new version (snapshot + audit entry) once
+    saved, and deletes go through the service, exactly like API writes."""
+
+    list_display = ("name", "version", "category", "organization", "created_by", "apply_count", "read_count",
+                    "updated_at")
+    list_filter = ("updated_at", "category", "tags", "organization")
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
-    list_select_related = ("created_by",)
+    list_select_related = ("created_by", "organization")
     raw_id_fields = ("created_by",)
-    inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline]
+    filter_horizontal = ("tags",)
+    readonly_fields = ("version", "request_id", "read_count", "apply_count", "reuse_count")
+    inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline, WorkflowVersionInline]
+
+    def save_model(self, request, obj, form, change):
+        from registry.workflow_selectors import workflow_document
+
+        request._workflow_before = workflow_document(Workflow.objects.get(pk=obj.pk)) if change else None
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        from registry.workflow_services import workflow_record_external_change
+
+        super().save_related(request, form, formsets, change)
+        workflow_record_external_change(workflow=form.instance, user=request.user,
+                                        before=getattr(request, "_workflow_before", None))
+
+    def get_deleted_objects(self, objs, request):
+        # Nodes, edges, params and versions are read-only in their own admins but belong to the
+        # workflow: deleting the workflow (through the service) removes them with it.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
+    def delete_model(self, request, obj):
+        from registry.workflow_services import workflow_delete
+
+        workflow_delete(workflow=obj, user=request.user)
+
+    def delete_queryset(self, request, queryset):
+        from registry.workflow_services import workflow_delete
+
+        for workflow in queryset:
+            workflow_delete(workflow=workflow, user=request.user)
 
 
 @admin.register(WorkflowNode)
-class WorkflowNodeAdmin(ImageFlowModelAdmin):
+class WorkflowNodeAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    # Read-only here: edit on the workflow's page, so the change becomes a version.
     list_display = ("name", "node_type", "workflow", "order_index")
     list_filter = ("node_type",)
     search_fields = ("name", "workflow__name")
@@ -107,7 +181,8 @@ class WorkflowNodeAdmin(ImageFlowModelAdmin):
 
 
 @admin.register(WorkflowEdge)
-class WorkflowEdgeAdmin(ImageFlowModelAdmin):
+class WorkflowEdgeAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    # Read-only here: edit on the workflow's page, so the change becomes a version.
     list_display = ("id", "workflow", "parent_node", "child_node")
     search_fields = ("workflow__name", "parent_node__name", "child_node__name")
     list_select_related = ("workflow", "parent_node", "child_node")
@@ -115,9 +190,39 @@ class WorkflowEdgeAdmin(ImageFlowModelAdmin):
 
 
 @admin.register(WorkflowParam)
-class WorkflowParamAdmin(ImageFlowModelAdmin):
+class WorkflowParamAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    # Read-only here: edit on the workflow's page, so the change becomes a version.
     list_display = ("key", "value_type", "required", "default_value", "workflow")
     list_filter = ("value_type", "required")
     search_fields = ("key", "workflow__name")
     list_select_related = ("workflow",)
     raw_id_fields = ("workflow",)
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    list_display = ("workflow", "version", "change", "restored_from", "created_by", "created_at")
+    list_filter = ("change",)
+    search_fields = ("workflow__name",)
+    list_select_related = ("workflow", "created_by")
+    exclude = ("snapshot",)
+    readonly_fields = ("workflow", "version", "change", "restored_from", "created_by", "snapshot_pretty")
+
+    @admin.display(description="snapshot")
+    def snapshot_pretty(self, obj):
+        return pretty_json(obj.snapshot)
+
+
+@admin.register(WorkflowAccess)
+class WorkflowAccessAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    list_display = ("created_at", "kind", "workflow", "version", "user")
+    list_filter = ("kind", "created_at")
+    search_fields = ("workflow__name", "user__username")
+    date_hierarchy = "created_at"
+    list_select_related = ("workflow", "user")
+
+
+@admin.register(Tag)
+class TagAdmin(ImageFlowModelAdmin):
+    list_display = ("name", "created_at")
+    search_fields = ("name",)
