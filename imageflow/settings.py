@@ -226,6 +226,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ExecutionStatusEnum": "executions.models.ExecutionStatus",
+        "StepStatusEnum": "executions.models.StepStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "imageflow.api.schema.error_postprocessing_hook",
