@@ -58,6 +58,20 @@ class Worker:
                 return
         raise SystemExit("worker did not start")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the worker and its pool processes so far."""
+        import psutil
+
+        total = 0.0
+        main = psutil.Process(self.process.pid)
+        for proc in [main, *main.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -706,15 +706,10 @@ def demo_image_bytes(*, width: int = 1024, height: int = 768, seed: int = 0) -> 
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
-    image = Image.new("RGB", (width, height))
-    pixels = image.load()
-    for y in range(0, height, 4):
-        for x in range(0, width, 4):
-            color = (x * 255 // width, y * 255 // height, (x + y + seed * 37) % 256)
-            for dy in range(4):
-                for dx in range(4):
-                    if x + dx < width and y + dy < height:
-                        pixels[x + dx, y + dy] = color
+    red = Image.linear_gradient("L").resize((width, height))
+    green = Image.linear_gradient("L").rotate(90 + seed * 13 % 180).resize((width, height))
+    blue = Image.effect_noise((width, height), 40 + seed % 30)
+    image = Image.merge("RGB", (red, green, blue))
     draw = ImageDraw.Draw(image)
     for _ in range(12):
         x0, y0 = rng.randrange(width), rng.randrange(height)

@@ -10,6 +10,8 @@ from executions import services
 
 @shared_task(
     bind=True, name="executions.tasks.step_run", acks_late=True, reject_on_worker_lost=True, max_retries=None,
+    # The step row is the record of the outcome; a result-backend write per step would be waste.
+    ignore_result=True, track_started=False,
     soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + 5, time_limit=settings.STEP_TIME_LIMIT_SECONDS + 30,
 )
 def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:

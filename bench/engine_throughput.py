@@ -1,0 +1,109 @@
+"""Throughput: N real 1024x768 JPEGs through resize -> grayscale -> blur.
+
+  engine   : one run per image, executed by a Celery worker with 2 pool processes (each step reads
+             its input from the object store and writes its output as a new File + object);
+  baseline : a plain single-process Python loop doing the same Pillow work (the same operation
+             functions and encoder) and the same object-store reads and writes.
+
+Both are measured in this run on the same images; prints images per second and the ratio.
+Target: engine >= 1.5x the loop.
+
+    DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_throughput.py            # 100 images
+    DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_throughput.py --quick    # 20 images
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+from engine_common import Worker, bench_user, django_setup, purge_queue
+
+RESIZE = {"width": 512, "keep_aspect": True, "resample": "lanczos"}
+BLUR = {"radius": 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=2, help="worker pool processes")
+    parser.add_argument("--quick", action="store_true", help="20 images")
+    args = parser.parse_args()
+    count = 20 if args.quick else args.images
+    django_setup()
+
+    from PIL import Image
+
+    from django.db.models import Max, Min
+
+    from executions.models import FINISHED_EXECUTION_STATUSES, ComponentExecution, PipelineExecution
+    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode
+    from executions.services import builtin_components_register, demo_image_bytes, execution_start
+    from files.models import File
+    from files.services import file_read_bytes, file_store_bytes
+    from registry.models import Pipeline
+
+    builtin_components_register()
+    user = bench_user()
+    ref = lambda name: {"name": name, "version": "1.0.0"}  # noqa: E731
+    definition = {"nodes": [{"id": "resize", "component": ref("resize"), "parameters": RESIZE},
+                            {"id": "gray", "component": ref("grayscale"), "parameters": {}},
+                            {"id": "blur", "component": ref("blur"), "parameters": BLUR}],
+                  "edges": [{"from": "resize", "to": "gray"}, {"from": "gray", "to": "blur"}]}
+    pipeline, _ = Pipeline.objects.update_or_create(name="bench-resize-gray-blur", created_by=user,
+                                                    defaults={"definition": definition})
+
+    print(f"preparing {count} 1024x768 JPEGs in the object store ...", flush=True)
+    sources = list(File.objects.filter(created_by=user, metadata__bench_source=True).order_by("original_name")[:count])
+    for index in range(len(sources), count):
+        sources.append(file_store_bytes(content=demo_image_bytes(seed=index), original_name=f"bench-{index:04d}.jpg",
+                                        created_by=user, prefix="uploads", extra_metadata={"bench_source": True}))
+
+    def step(source, name: str, params: dict):
+        image = Image.open(io.BytesIO(file_read_bytes(source)))
+        image.load()
+        result = BUILTIN_OPERATIONS[name].apply(image, params)
+        content, extension = _encode(result, source_format=image.format, parameters=params, operation=name)
+        return file_store_bytes(content=content, original_name=f"loop-{name}{extension}", created_by=user)
+
+    # baseline: one process, the same work in a loop
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for source in sources:
+        step(step(step(source, "resize", RESIZE), "grayscale", {}), "blur", BLUR)
+    loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+
+    purge_queue()
+    worker = Worker(concurrency=args.workers)
+    try:
+        warm = execution_start(pipeline=pipeline, inputs=[sources[0].id], user=user)
+        while PipelineExecution.objects.filter(pk=warm.pk).values_list("status", flat=True).get() not in FINISHED_EXECUTION_STATUSES:
+            time.sleep(0.05)
+        worker_cpu_started = worker.cpu_seconds()
+        started, cpu_started = time.perf_counter(), time.process_time()
+        runs = [execution_start(pipeline=pipeline, inputs=[source.id], user=user).pk for source in sources]
+        start_cpu = time.process_time() - cpu_started
+        while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
+            time.sleep(0.1)
+        engine_seconds = time.perf_counter() - started
+        worker_cpu = worker.cpu_seconds() - worker_cpu_started
+    finally:
+        worker.stop()
+    completed = PipelineExecution.objects.filter(pk__in=runs, status="completed").count()
+    window = ComponentExecution.objects.filter(execution_id__in=runs).aggregate(first=Min("started_at"),
+                                                                                 last=Max("completed_at"))
+    busy_seconds = (window["last"] - window["first"]).total_seconds()
+    loop_rate, engine_rate = count / loop_seconds, count / engine_seconds
+    print(f"{count} images, resize(512) -> grayscale -> blur(2), each step reading and writing the object store")
+    print(f"  single-process loop      : {loop_rate:6.2f} images/s  ({loop_seconds:.1f} s)")
+    print(f"  engine, {args.workers} worker processes: {engine_rate:6.2f} images/s  ({engine_seconds:.1f} s, "
+          f"{completed}/{count} runs completed)")
+    print(f"  ratio engine/loop        : {engine_rate / loop_rate:5.2f}x   (target >= 1.5x)")
+    print(f"  workers' busy window     : {count / busy_seconds:6.2f} images/s  (first step start to last step end, "
+          f"{busy_seconds:.1f} s; ratio {count / busy_seconds / loop_rate:.2f}x)")
+    print(f"  CPU per image            : loop {1000 * loop_cpu / count:.0f} ms; engine {1000 * worker_cpu / count:.0f} ms "
+          f"in the workers + {1000 * start_cpu / count:.0f} ms starting the run (this process)")
+
+
+if __name__ == "__main__":
+    main()
