@@ -153,7 +153,9 @@ def execution_logs_from_database(
 
     from executions.log_models import ExecutionLogRecord
 
-    rows = ExecutionLogRecord.objects.filter(execution_id=execution_id).select_related("execution__pipeline")
+    from executions.logstore.shipping import SOURCE_FIELDS, record_source
+
+    rows = ExecutionLogRecord.objects.filter(execution_id=execution_id)
     if nodes:
         rows = rows.filter(node_id__in=list(nodes))
     if levels:
@@ -165,17 +167,14 @@ def execution_logs_from_database(
         exact = datetime.fromtimestamp(millis / 1000, tz=UTC)
         rows = rows.filter(Q(timestamp__gte=boundary) | Q(timestamp__gte=exact, timestamp__lt=boundary, id__gt=record_id))
     total = rows.count()
-    page = list(rows.order_by("timestamp", "id")[:size])
-    from executions.logstore.shipping import record_source
-
+    page = list(rows.order_by("timestamp", "id").values(*SOURCE_FIELDS)[:size])
     records = []
     for row in page:
-        source = record_source(row, pipeline_id=row.execution.pipeline_id, pipeline_name=row.execution.pipeline.name,
-                               owner_id=row.execution.created_by_id)
+        source = record_source(row)
         source["id"] = source.pop("record_id")
         records.append(source)
     next_cursor = None
     if len(page) == size:
         last = page[-1]
-        next_cursor = encode_cursor([int(last.timestamp.timestamp() * 1000), last.id])
+        next_cursor = encode_cursor([int(last["timestamp"].timestamp() * 1000), last["id"]])
     return LogPage(records=records, next_cursor=next_cursor, total=total)

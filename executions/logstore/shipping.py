@@ -57,38 +57,41 @@ def _timestamp_text(value) -> str:
     return value.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def record_source(row: ExecutionLogRecord, *, pipeline_id, pipeline_name, owner_id) -> dict:
-    """The document for one row (fields of `LogRecordDocument`)."""
+# What a document needs, read as plain values: no model instances, and none of the run's or the
+# pipeline's JSON columns (a pipeline definition parsed once per log line would dominate).
+SOURCE_FIELDS = (
+    "id", "execution_id", "step_id", "node_id", "component", "level", "message", "extra", "timestamp",
+    "execution__pipeline_id", "execution__pipeline__name", "execution__created_by_id",
+)
+
+
+def record_source(row: dict) -> dict:
+    """The document (fields of `LogRecordDocument`) for one row read with `SOURCE_FIELDS`."""
     return {
-        "record_id": row.id,
-        "execution_id": str(row.execution_id),
-        "pipeline_id": str(pipeline_id) if pipeline_id else None,
-        "pipeline_name": pipeline_name,
-        "owner_id": str(owner_id) if owner_id else None,
-        "step_id": str(row.step_id) if row.step_id else None,
-        "node_id": row.node_id or None,
-        "component": row.component or None,
-        "level": row.level,
-        "message": row.message,
-        "timestamp": _timestamp_text(row.timestamp),
-        "extra": row.extra or {},
+        "record_id": row["id"],
+        "execution_id": str(row["execution_id"]),
+        "pipeline_id": str(row["execution__pipeline_id"]) if row["execution__pipeline_id"] else None,
+        "pipeline_name": row["execution__pipeline__name"],
+        "owner_id": str(row["execution__created_by_id"]) if row["execution__created_by_id"] else None,
+        "step_id": str(row["step_id"]) if row["step_id"] else None,
+        "node_id": row["node_id"] or None,
+        "component": row["component"] or None,
+        "level": row["level"],
+        "message": row["message"],
+        "timestamp": _timestamp_text(row["timestamp"]),
+        "extra": row["extra"] or {},
     }
 
 
-def _bulk_body(rows: list[ExecutionLogRecord]) -> str:
+def _bulk_body(rows: list[dict]) -> str:
     lines: list[str] = []
     for row in rows:
-        execution = row.execution
-        source = record_source(
-            row, pipeline_id=execution.pipeline_id, pipeline_name=execution.pipeline.name,
-            owner_id=execution.created_by_id,
-        )
-        lines.append(json.dumps({"index": {"_index": monthly_index_name(row.timestamp), "_id": str(row.id)}}))
-        lines.append(json.dumps(source, ensure_ascii=False))
+        lines.append(json.dumps({"index": {"_index": monthly_index_name(row["timestamp"]), "_id": str(row["id"])}}))
+        lines.append(json.dumps(record_source(row), ensure_ascii=False))
     return "\n".join(lines) + "\n"
 
 
-def send_bulk(client: Elasticsearch, rows: list[ExecutionLogRecord], *, refresh: bool = False) -> tuple[list[int], dict[int, str]]:
+def send_bulk(client: Elasticsearch, rows: list[dict], *, refresh: bool = False) -> tuple[list[int], dict[int, str]]:
     """Sends rows in one `_bulk`; returns (acknowledged ids, {refused id: reason})."""
     try:
         response = client.bulk(operations=_bulk_body(rows), refresh=refresh)
@@ -127,9 +130,8 @@ def ship_pending(
         with transaction.atomic():
             rows = list(
                 ExecutionLogRecord.objects.filter(shipped_at__isnull=True, ship_error__isnull=True)
-                .select_related("execution__pipeline")
                 .select_for_update(skip_locked=True, of=("self",))
-                .order_by("id")[:batch_size]
+                .order_by("id").values(*SOURCE_FIELDS)[:batch_size]
             )
             if not rows:
                 break
@@ -160,7 +162,7 @@ def reindex(
     es = client or get_client()
     with search_errors_as_unavailable():
         ensure_template(es)
-    queryset = ExecutionLogRecord.objects.select_related("execution__pipeline").order_by("id")
+    queryset = ExecutionLogRecord.objects.order_by("id").values(*SOURCE_FIELDS)
     if execution_id is not None:
         queryset = queryset.filter(execution_id=execution_id)
     sent = 0
@@ -175,7 +177,7 @@ def reindex(
         for record_id, reason in refused.items():
             ExecutionLogRecord.objects.filter(id=record_id).update(ship_error=reason)
         sent += len(acknowledged)
-        last_id = rows[-1].id
+        last_id = rows[-1]["id"]
     if refresh:
         with search_errors_as_unavailable():
             es.indices.refresh(index=index_name("logs-*"))

@@ -72,7 +72,7 @@ def separate_search_server():
     server = SearchServer()
     server.start()
     try:
-        with override_settings(ELASTICSEARCH_URL=server.url, ELASTICSEARCH_TIMEOUT_SECONDS=2.0):
+        with override_settings(ELASTICSEARCH_URL=server.url, ELASTICSEARCH_TIMEOUT_SECONDS=15.0):
             yield server
     finally:
         server.stop()
