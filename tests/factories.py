@@ -117,3 +117,59 @@ class WorkflowParamFactory(factory.django.DjangoModelFactory):
     value_type = "string"
     required = False
     default_value = "x"
+
+
+# --- workflow registry: organizations, tags, versions, access and audit logs -------------------
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "orgs.Organization"
+
+    name = factory.Sequence(lambda n: f"Organization {n}")
+    slug = factory.Sequence(lambda n: f"org-{n}")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "orgs.Membership"
+
+    organization = factory.SubFactory(OrganizationFactory)
+    user = factory.SubFactory(UserFactory)
+
+
+class TagFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "registry.Tag"
+
+    name = factory.Sequence(lambda n: f"tag-{n}")
+
+
+class WorkflowVersionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "registry.WorkflowVersion"
+
+    workflow = factory.SubFactory(WorkflowFactory)
+    version = 1
+    snapshot = factory.LazyAttribute(lambda v: {"name": v.workflow.name, "nodes": [], "edges": [], "params": []})
+
+
+class WorkflowAccessFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "registry.WorkflowAccess"
+
+    workflow = factory.SubFactory(WorkflowFactory)
+    user = factory.SubFactory(UserFactory)
+    kind = "read"
+    version = 1
+
+
+class AuditEntryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "audit.AuditEntry"
+
+    action = "create"
+    source = "api"
+    object_type = "workflow"
+    object_id = factory.Faker("uuid4")
+    object_repr = "a workflow"
+    after = factory.LazyFunction(lambda: {"name": "a workflow"})

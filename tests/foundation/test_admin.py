@@ -28,6 +28,12 @@ def _make(model):
         "executions.pipelineexecution": factories.PipelineExecutionFactory,
         "executions.componentexecution": factories.ComponentExecutionFactory,
         "files.file": factories.FileFactory,
+        "orgs.organization": factories.OrganizationFactory,
+        "orgs.membership": factories.MembershipFactory,
+        "registry.tag": factories.TagFactory,
+        "registry.workflowversion": factories.WorkflowVersionFactory,
+        "registry.workflowaccess": factories.WorkflowAccessFactory,
+        "audit.auditentry": factories.AuditEntryFactory,
     }
     label = model._meta.label_lower
     if label == "authtoken.tokenproxy":
