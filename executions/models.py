@@ -87,6 +87,8 @@ class PipelineExecution(TimestampedModel):
             models.Index(fields=["status", "-started_at"], name="pexec_status_started_idx"),
             models.Index(fields=["pipeline", "status", "-created_at", "-id"], name="pexec_pipe_status_created_idx"),
             models.Index(fields=["-created_at", "-id"], name="pexec_created_idx"),
+            # A non-staff user's history (the API scopes every list to created_by).
+            models.Index(fields=["created_by", "-created_at", "-id"], name="pexec_owner_created_idx"),
             models.Index(fields=["workflow", "-created_at"], name="pexec_workflow_created_idx"),
         ]
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from datetime import UTC
+
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -37,9 +40,46 @@ class ComponentExecutionSerializer(serializers.ModelSerializer):
         return {"id": str(obj.component_id), "name": obj.component.name, "version": obj.component.version}
 
 
+class UTCDateTimeField(serializers.DateTimeField):
+    """DRF's ISO 8601 output ("...Z") for aware UTC values, without its per-value timezone
+    machinery: a list page renders hundreds of these."""
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        text = value.astimezone(UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class ExecutionUrlField(serializers.Field):
+    """The detail URL, reversed once per response instead of once per row."""
+
+    def __init__(self, **kwargs):
+        kwargs["read_only"] = True
+        kwargs["source"] = "*"
+        super().__init__(**kwargs)
+
+    def to_representation(self, execution):
+        cache = self.context.setdefault("_execution_url_prefix", {})
+        if "prefix" not in cache:
+            path = reverse("api:execution-list")
+            request = self.context.get("request")
+            cache["prefix"] = request.build_absolute_uri(path) if request is not None else path
+        return f"{cache['prefix']}{execution.pk}/"
+
+
+@extend_schema_field({"type": "string", "format": "uri"})
+class _UrlSchema(ExecutionUrlField):
+    pass
+
+
 class ExecutionSerializer(serializers.ModelSerializer):
-    url = serializers.HyperlinkedIdentityField(view_name="api:execution-detail")
-    pipeline_name = serializers.CharField(source="pipeline.name", read_only=True)
+    url = _UrlSchema()
+    pipeline_name = serializers.SerializerMethodField()
+    started_at = UTCDateTimeField(read_only=True, allow_null=True)
+    completed_at = UTCDateTimeField(read_only=True, allow_null=True)
+    created_at = UTCDateTimeField(read_only=True)
+    updated_at = UTCDateTimeField(read_only=True)
     created_by = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
     pipeline = serializers.UUIDField(source="pipeline_id", read_only=True)
     retry_of = serializers.UUIDField(source="retry_of_id", read_only=True, allow_null=True)
@@ -52,6 +92,10 @@ class ExecutionSerializer(serializers.ModelSerializer):
                   "error_message", "started_at", "completed_at", "created_by", "created_at", "updated_at",
                   "retry_of"]
         read_only_fields = fields
+
+    def get_pipeline_name(self, obj) -> str:
+        name = getattr(obj, "pipeline_name", None)
+        return name if name is not None else obj.pipeline.name
 
 
 class ExecutionDetailSerializer(ExecutionSerializer):

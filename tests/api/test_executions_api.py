@@ -131,6 +131,9 @@ def test_list_newest_first_with_cursor_pages(api, history):
     page = api.get(url).json()
     seen += [r["id"] for r in page["results"]]
     assert len(page["results"]) == 4 and page["next_cursor"]
+    first = page["results"][0]
+    assert first["pipeline_name"] == "thumbs" and first["url"] == f"http://testserver/api/v1/executions/{rows[0]}/"
+    assert first["created_at"].endswith("Z") and first["completed_at"] is None
     page = api.get(page["next"]).json()
     seen += [r["id"] for r in page["results"]]
     assert page["next"] is None and page["next_cursor"] is None
