@@ -16,12 +16,17 @@ def component_list(*, search: str | None = None) -> QuerySet[Component]:
     return queryset
 
 
-def pipeline_list(*, user, search: str | None = None) -> QuerySet[Pipeline]:
+def pipeline_list(*, user, search: str | None = None, tags: list[str] | None = None,
+                  category: str | None = None) -> QuerySet[Pipeline]:
     """Pipelines the user may see, most recently updated first."""
     queryset = scope_to_user(Pipeline.objects.all(), user=user).order_by("-updated_at", "id")
     if search:
         queryset = queryset.filter(Q(name__icontains=search) | Q(description__icontains=search))
-    return queryset
+    for tag in tags or []:  # workflow registry: tags and category
+        queryset = queryset.filter(tags__name=tag.strip().lower())
+    if category:
+        queryset = queryset.filter(category=category)
+    return queryset.prefetch_related("tags")
 
 
 def pipeline_version_list(*, pipeline: Pipeline) -> QuerySet[PipelineVersion]:

@@ -336,3 +336,35 @@ def workflow_clone(*, workflow: Workflow, user, name: str | None = None,
         clone, _ = workflow_create(user=user, data=document, organization=organization or workflow.organization)
         workflow_access_record(workflow=workflow, user=user, kind=WorkflowAccess.Kind.REUSE)
     return clone
+
+
+# --- pipelines: registry labels --------------------------------------------------------------------
+
+def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: list[str] | None = None,
+                        organization: Organization | None = None, set_organization: bool = False):
+    """Category, tags and organization of a pipeline (its definition and versions are untouched)."""
+    from registry.models import Pipeline
+
+    if category is not None and (not isinstance(category, str) or len(category) > 100):
+        raise ValidationError({"category": ["must be a string of at most 100 characters."]})
+    if tags is not None and not all(isinstance(t, str) and t.strip() and len(t.strip()) <= 100 for t in tags):
+        raise ValidationError({"tags": ["must be a list of non-empty strings of at most 100 characters."]})
+    if set_organization:
+        _check_organization(organization, user)
+    with transaction.atomic():
+        locked = Pipeline.objects.select_for_update().get(pk=pipeline.pk)
+        before = {"category": locked.category, "tags": sorted(locked.tags.values_list("name", flat=True)),
+                  "organization": str(locked.organization_id) if locked.organization_id else None}
+        if category is not None:
+            locked.category = category.strip()
+        if set_organization:
+            locked.organization = organization
+        Pipeline.objects.filter(pk=locked.pk).update(category=locked.category, organization=locked.organization)
+        if tags is not None:
+            locked.tags.set([Tag.objects.get_or_create(name=t.strip().lower())[0] for t in tags])
+        after = {"category": locked.category, "tags": sorted(locked.tags.values_list("name", flat=True)),
+                 "organization": str(locked.organization_id) if locked.organization_id else None}
+        if after != before:
+            audit_record(action="update", object_type="pipeline", object_id=locked.pk, object_repr=str(locked),
+                         before=before, after=after, user=user)
+    return locked

@@ -23,16 +23,22 @@ class ComponentSerializer(serializers.ModelSerializer):
 class PipelineSerializer(serializers.ModelSerializer):
     definition = serializers.JSONField(help_text="The DAG: {\"nodes\": [...], \"edges\": [...]} (see README).")
     created_by = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
+    # Workflow registry labels (set with PUT /pipelines/{id}/labels/).
+    category = serializers.CharField(read_only=True)
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    organization = serializers.UUIDField(source="organization_id", read_only=True, allow_null=True)
 
     class Meta:
         model = Pipeline
-        fields = ["id", "name", "description", "definition", "version", "created_by", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "definition", "version", "created_by", "created_at", "updated_at",
+                  "category", "tags", "organization"]
         read_only_fields = ["id", "version", "created_by", "created_at", "updated_at"]
 
 
 class PipelineListSerializer(PipelineSerializer):
     class Meta(PipelineSerializer.Meta):
-        fields = ["id", "name", "description", "version", "created_by", "created_at", "updated_at"]
+        fields = ["id", "name", "description", "version", "created_by", "created_at", "updated_at",
+                  "category", "tags", "organization"]
 
 
 class PipelineVersionSerializer(serializers.ModelSerializer):

@@ -61,7 +61,9 @@ class ComponentViewSet(viewsets.ModelViewSet):
 
 
 @extend_schema_view(
-    list=extend_schema(parameters=[SEARCH_PARAMETER], responses={200: PipelineListSerializer(many=True)}),
+    list=extend_schema(parameters=[SEARCH_PARAMETER, OpenApiParameter("tag", str, many=True),
+                                   OpenApiParameter("category", str)],
+                       responses={200: PipelineListSerializer(many=True)}),
     create=extend_schema(responses={201: PipelineSerializer, **ERROR_RESPONSES(400)}),
     update=extend_schema(responses={200: PipelineSerializer, **ERROR_RESPONSES(400)}),
     partial_update=extend_schema(responses={200: PipelineSerializer, **ERROR_RESPONSES(400)}),
@@ -75,7 +77,9 @@ class PipelineViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     queryset = Pipeline.objects.all()
 
     def get_queryset(self):
-        return selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"))
+        return selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"),
+                                       tags=self.request.query_params.getlist("tag"),
+                                       category=text_param(self.request, "category"))
 
     def get_serializer_class(self):
         return PipelineListSerializer if self.action == "list" else PipelineSerializer

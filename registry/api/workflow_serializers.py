@@ -221,3 +221,10 @@ class OrganizationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Organization
         fields = ("id", "name", "slug", "created_at")
+
+
+class LabelsSerializer(serializers.Serializer):
+    category = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
+    organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), required=False,
+                                                      allow_null=True)

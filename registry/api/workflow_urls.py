@@ -9,6 +9,7 @@ from .workflows import (
     OrganizationListView,
     PipelineExportView,
     PipelineImportView,
+    PipelineLabelsView,
     PipelineVersionDiffView,
     WorkflowViewSet,
 )
@@ -19,6 +20,7 @@ router.register("workflows", WorkflowViewSet, basename="workflow")
 urlpatterns = [
     path("pipelines/import/", PipelineImportView.as_view(), name="pipeline-import"),
     path("pipelines/<uuid:pk>/export/", PipelineExportView.as_view(), name="pipeline-export"),
+    path("pipelines/<uuid:pk>/labels/", PipelineLabelsView.as_view(), name="pipeline-labels"),
     path("pipelines/<uuid:pk>/versions/<int:a>/diff/<int:b>/", PipelineVersionDiffView.as_view(),
          name="pipeline-version-diff"),
     path("audit-log/", AuditLogView.as_view(), name="audit-log"),

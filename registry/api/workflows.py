@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from imageflow.api.errors import Conflict
+from imageflow.api.params import text_param
 from imageflow.api.ownership import scope_to_user
 from imageflow.api.schema import ERROR_RESPONSES
 from imageflow.audit.models import AuditEntry
@@ -37,6 +38,7 @@ from registry.workflow_selectors import (
 )
 from registry.workflow_services import (
     WorkflowVersionConflict,
+    pipeline_set_labels,
     workflow_access_record,
     workflow_clone,
     workflow_create,
@@ -53,6 +55,7 @@ from .workflow_serializers import (
     CloneSerializer,
     ImportResultSerializer,
     ImportSerializer,
+    LabelsSerializer,
     OrganizationSerializer,
     PipelineDiffSerializer,
     RestoreSerializer,
@@ -133,10 +136,13 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     serializer_class = WorkflowSerializer
 
     def get_queryset(self):
-        params = self.request.query_params
-        return workflow_list(user=self.request.user, search=params.get("search"), tags=params.getlist("tag"),
-                             category=params.get("category"), organization=self._uuid_param("organization"),
-                             node_type=params.get("node_type"))
+        request = self.request
+        tags = request.query_params.getlist("tag")
+        if any("\x00" in t for t in tags):
+            raise DrfValidationError({"tag": ["Null characters are not allowed."]})
+        return workflow_list(user=request.user, search=text_param(request, "search"), tags=tags,
+                             category=text_param(request, "category"), organization=self._uuid_param("organization"),
+                             node_type=text_param(request, "node_type"))
 
     def _uuid_param(self, name: str) -> str | None:
         import uuid
@@ -419,6 +425,23 @@ class PipelineImportView(APIView):
         return Response({"id": pipeline.pk, "version": pipeline.version,
                          "url": request.build_absolute_uri(reverse("api:pipeline-detail", args=[pipeline.pk]))},
                         status=status.HTTP_201_CREATED)
+
+
+class PipelineLabelsView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=LabelsSerializer, responses={200: LabelsSerializer, **ERROR_RESPONSES(400, 404)},
+                   tags=["pipelines"], summary="Set a pipeline's category, tags and organization")
+    def put(self, request, pk):
+        pipeline = get_object_or_404(scope_to_user(Pipeline.objects.all(), user=request.user), pk=pk)
+        serializer = LabelsSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        pipeline = pipeline_set_labels(pipeline=pipeline, user=request.user, category=data.get("category"),
+                                       tags=data.get("tags"), organization=data.get("organization"),
+                                       set_organization="organization" in data)
+        return Response({"category": pipeline.category, "tags": sorted(pipeline.tags.values_list("name", flat=True)),
+                         "organization": pipeline.organization_id})
 
 
 # --- accountability -------------------------------------------------------------------------------

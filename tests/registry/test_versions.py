@@ -139,3 +139,23 @@ def test_two_concurrent_updates_never_lose_one_silently(document):
     workflow.refresh_from_db()
     assert workflow.name == winner and workflow.version == 2
     assert WorkflowVersion.objects.filter(workflow=workflow).count() == 2
+
+
+def test_pipeline_versions_diff_endpoint(api):
+    from registry.models import Component
+
+    Component.objects.create(name="blur", version="1.0.0", docker_image="x", runner="builtin",
+                             input_schema={"type": "object", "properties": {"radius": {"type": "number"}}})
+    Component.objects.create(name="gray", version="1.0.0", docker_image="x", runner="builtin",
+                             input_schema={"type": "object"})
+    blur = {"id": "b", "component": {"name": "blur", "version": "1.0.0"}, "parameters": {"radius": 1}}
+    created = api.post("/api/v1/pipelines/", {"name": "p", "definition": {"nodes": [blur], "edges": []}},
+                       format="json").json()
+    gray = {"id": "g", "component": {"name": "gray", "version": "1.0.0"}, "parameters": {}}
+    changed = {"nodes": [{**blur, "parameters": {"radius": 3}}, gray], "edges": [{"from": "b", "to": "g"}]}
+    assert api.patch(f"/api/v1/pipelines/{created['id']}/", {"definition": changed}, format="json").status_code == 200
+    diff = api.get(f"/api/v1/pipelines/{created['id']}/versions/1/diff/2/").json()
+    assert diff["nodes"]["added"] == [gray]
+    assert diff["nodes"]["changed"] == [{"id": "b", "fields": {"parameters": {"from": {"radius": 1}, "to": {"radius": 3}}}}]
+    assert diff["edges"]["added"] == [{"from": "b", "to": "g"}] and diff["identical"] is False
+    assert api.get(f"/api/v1/pipelines/{created['id']}/versions/1/diff/5/").status_code == 404
