@@ -1,7 +1,7 @@
 """Bulk shipping of the durable log buffer to the search server.
 
-Rows are claimed with `SELECT ... FOR UPDATE SKIP LOCKED` (two shippers never send the same
-batch at once), sent with one `_bulk` request per batch with `_id` = row id (a retried batch
+One shipper works at a time (a transaction-scoped PostgreSQL advisory lock per batch: a second
+shipper finds it taken and leaves; row locks would cost a write per row). Rows are sent with one `_bulk` request per batch with `_id` = row id (a retried batch
 overwrites itself instead of duplicating), and marked shipped in the same transaction, only for
 the items the server acknowledged. When the server cannot be reached the transaction rolls back:
 the rows stay unshipped and the next run sends them.
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timezone as dt_timezone
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
@@ -53,8 +53,12 @@ class ShipResult:
     errors: list[str] = field(default_factory=list)
 
 
+SHIPPER_LOCK_KEY = 0x1F_5E_AD_10  # pg advisory lock id of the log shipper
+
+
 def _timestamp_text(value) -> str:
-    return value.astimezone(dt_timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    utc = value.astimezone(dt_timezone.utc)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 
 # What a document needs, read as plain values: no model instances, and none of the run's or the
@@ -85,8 +89,12 @@ def record_source(row: dict) -> dict:
 
 def _bulk_body(rows: list[dict]) -> str:
     lines: list[str] = []
+    index_names: dict[tuple[int, int], str] = {}
     for row in rows:
-        lines.append(json.dumps({"index": {"_index": monthly_index_name(row["timestamp"]), "_id": str(row["id"])}}))
+        when = row["timestamp"].astimezone(dt_timezone.utc)
+        month = (when.year, when.month)
+        index = index_names.get(month) or index_names.setdefault(month, monthly_index_name(when))
+        lines.append('{"index":{"_index":"%s","_id":"%d"}}' % (index, row["id"]))
         lines.append(json.dumps(record_source(row), ensure_ascii=False))
     return "\n".join(lines) + "\n"
 
@@ -128,9 +136,12 @@ def ship_pending(
         ensure_template(es)
     while max_batches is None or result.batches < max_batches:
         with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SHIPPER_LOCK_KEY])
+                if not cursor.fetchone()[0]:
+                    break  # another shipper is at work; it will send these rows
             rows = list(
                 ExecutionLogRecord.objects.filter(shipped_at__isnull=True, ship_error__isnull=True)
-                .select_for_update(skip_locked=True, of=("self",))
                 .order_by("id").values(*SOURCE_FIELDS)[:batch_size]
             )
             if not rows:

@@ -138,3 +138,25 @@ def test_reindex_logs_refuses_bad_arguments():
         call_command("reindex_logs", "--execution", "nope")
     with pytest.raises(CommandError, match="No execution"):
         call_command("reindex_logs", "--execution", "00000000-0000-0000-0000-000000000000")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_shipper_leaves_while_one_is_at_work(es):
+    import psycopg
+    from django.db import connection
+
+    from executions.logstore.shipping import SHIPPER_LOCK_KEY
+
+    execution = PipelineExecutionFactory()
+    logs.emit_lines(execution_id=execution.id, lines=["a", "b", "c"])
+    params = connection.get_connection_params()
+    # given another shipper holding the lock (its own connection)
+    with psycopg.connect(dbname=params["dbname"], host=params["host"], port=params["port"], user=params["user"],
+                         autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [SHIPPER_LOCK_KEY])
+        # when this one runs, it sends nothing and leaves the rows to the other
+        assert ship_pending(refresh=True).shipped == 0
+        assert ExecutionLogRecord.objects.filter(shipped_at__isnull=True).count() == 3
+        other.execute("SELECT pg_advisory_unlock(%s)", [SHIPPER_LOCK_KEY])
+    # then once it is free, everything goes
+    assert ship_pending(refresh=True).shipped == 3
