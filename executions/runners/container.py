@@ -77,15 +77,13 @@ class ContainerRunner:
                 raise StepFailure(f"cannot start {command[0]!r}: {exc}") from exc
             stdout_chunks: list[bytes] = []
             stderr_tail: list[str] = []
+            # stdin is written by a thread too: a process that never reads it must not block the
+            # runner past the time limit.
             readers = [threading.Thread(target=lambda: stdout_chunks.append(process.stdout.read()), daemon=True),
-                       threading.Thread(target=self._pump_stderr, args=(process, context, stderr_tail), daemon=True)]
+                       threading.Thread(target=self._pump_stderr, args=(process, context, stderr_tail), daemon=True),
+                       threading.Thread(target=self._feed, args=(process, json.dumps(request).encode()), daemon=True)]
             for reader in readers:
                 reader.start()
-            try:
-                process.stdin.write(json.dumps(request).encode())
-                process.stdin.close()
-            except BrokenPipeError:
-                pass
             code, rusage, stopped = self._wait(process, context)
             for reader in readers:
                 reader.join(timeout=5)
@@ -113,6 +111,14 @@ class ContainerRunner:
                 outputs.append(context.store_output(content=path.read_bytes(), name=name))
             metrics = answer.get("metrics") if isinstance(answer.get("metrics"), dict) else {}
         return RunResult(outputs=outputs, metrics=metrics, child_cpu_seconds=cpu, child_peak_memory_bytes=peak)
+
+    @staticmethod
+    def _feed(process: subprocess.Popen, payload: bytes) -> None:
+        try:
+            process.stdin.write(payload)
+            process.stdin.close()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
 
     @staticmethod
     def _pump_stderr(process: subprocess.Popen, context: StepContext, tail: list[str]) -> None:
