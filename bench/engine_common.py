@@ -29,7 +29,7 @@ def django_setup() -> None:
 class Worker:
     """`celery -A imageflow worker` with the benchmark's no-op task module included."""
 
-    def __init__(self, *, concurrency: int) -> None:
+    def __init__(self, *, concurrency: int, extra_env: dict | None = None) -> None:
         from django.conf import settings
 
         self.name = f"engine-bench-{uuid.uuid4().hex[:6]}@%h"
@@ -37,7 +37,7 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               "LOG_LEVEL": "WARNING"}
+               "LOG_LEVEL": "WARNING", **(extra_env or {})}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "imageflow", "worker", "--pool=prefork",
              f"--concurrency={concurrency}", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", self.name,

@@ -21,6 +21,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 rounds")
+    parser.add_argument("--no-attribution", action="store_true",
+                        help="skip the extra engine run with the live-progress receivers disconnected")
     args = parser.parse_args()
     rounds = 3 if args.quick else args.rounds
     django_setup()
@@ -68,11 +70,23 @@ def main() -> None:
             engine.append(engine_round())
     finally:
         worker.stop()
+    quiet = []
+    if not args.no_attribution:
+        worker = Worker(concurrency=1, extra_env={"ENGINE_BENCH_NO_PROGRESS": "1"})
+        try:
+            engine_round()
+            quiet = [engine_round() for _ in range(rounds)]
+        finally:
+            worker.stop()
     engine_ms, bare_ms = statistics.median(engine) * 1000, statistics.median(bare) * 1000
     print(f"chain of {args.steps} no-op steps, {rounds} rounds, 1 worker process")
     print(f"  bare Celery chain : {bare_ms:7.2f} ms per step (median; min {min(bare) * 1000:.2f})")
     print(f"  ImageFlow engine  : {engine_ms:7.2f} ms per step (median; min {min(engine) * 1000:.2f})")
     print(f"  ratio engine/bare : {engine_ms / bare_ms:5.2f}x   (target <= 2.0x)")
+    if quiet:
+        quiet_ms = statistics.median(quiet) * 1000
+        print(f"  engine without the live-progress receivers: {quiet_ms:7.2f} ms per step "
+              f"({quiet_ms / bare_ms:.2f}x bare; progress publishing = {engine_ms - quiet_ms:.2f} ms per step)")
 
 
 if __name__ == "__main__":

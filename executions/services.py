@@ -345,10 +345,14 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
                 step_fail(step=step, attempt=attempt, message=str(exc))
             return StepOutcome(reason="bad inputs")
         attempt = step.attempts + 1
-        claimed = step_transition(
-            step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, log=False, attempts=attempt, started_at=now,
-            heartbeat_at=now, worker=worker_id(), input_data={**(step.input_data or {}), "inputs": inputs},
-        )
+        with transaction.atomic():  # the claim and its log line: one commit
+            claimed = step_transition(
+                step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, log=False, attempts=attempt,
+                started_at=now, heartbeat_at=now, worker=worker_id(),
+                input_data={**(step.input_data or {}), "inputs": inputs},
+            )
+            if claimed:
+                _log_started(step, attempt)
         if not claimed:
             return StepOutcome(reason="claimed by another delivery")
         step.input_data = {**(step.input_data or {}), "inputs": inputs}
@@ -366,14 +370,18 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
                       message=f"worker lost {step.attempts} times (last {step.worker or 'unknown'}); giving up")
             return StepOutcome(reason="too many attempts")
         attempt = step.attempts + 1
-        took = ComponentExecution.objects.filter(
-            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
-        ).update(attempts=attempt, heartbeat_at=now, worker=worker_id()) == 1
+        with transaction.atomic():
+            took = ComponentExecution.objects.filter(
+                pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
+            ).update(attempts=attempt, heartbeat_at=now, worker=worker_id()) == 1
+            if took:
+                if not own:
+                    logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
+                                                        f"running it again (attempt {attempt})", event="step_takeover",
+                              **ids)
+                _log_started(step, attempt)
         if not took:
             return StepOutcome(reason="taken over by another delivery")
-        if not own:
-            logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
-                                                f"running it again (attempt {attempt})", event="step_takeover", **ids)
         step.attempts, step.worker = attempt, worker_id()
     return _run_claimed(step, attempt)
 
@@ -413,13 +421,17 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=5)
 
 
+def _log_started(step: ComponentExecution, attempt: int) -> None:
+    logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
+              level="info", message=f"step {step.node_id} started (attempt {attempt}) on {worker_id()}",
+              event="step_started", attempt=attempt)
+
+
 def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
     from executions.runners import StepContext, get_runner
     from files.services import file_delete
 
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
-    logs.emit(level="info", message=f"step {step.node_id} started (attempt {attempt}) on {worker_id()}",
-              event="step_started", attempt=attempt, **ids)
     input_ids = list((step.input_data or {}).get("inputs") or [])
     by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)}
     heartbeat = _Heartbeat(step, attempt)
@@ -490,6 +502,11 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
                               log=False, output_data=output_data, execution_time_ms=execution_time_ms,
                               resource_usage=resource_usage, completed_at=timezone.now(), heartbeat_at=timezone.now())
         if won:
+            logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+                      component=str(step.component), level="info",
+                      message=f"step {step.node_id} completed in {execution_time_ms} ms: "
+                              f"{len(output_data.get('files', []))} outputs",
+                      event="step_completed", execution_time_ms=execution_time_ms, **resource_usage)
             if attempt > 1:
                 _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
             if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
@@ -502,10 +519,6 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
                   level="warning", message=f"step {step.node_id}: result of attempt {attempt} discarded "
                                            f"(the step was cancelled or taken over)", event="step_result_discarded")
         return False
-    logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
-              level="info", message=f"step {step.node_id} completed in {execution_time_ms} ms: "
-                                    f"{len(output_data.get('files', []))} outputs",
-              event="step_completed", execution_time_ms=execution_time_ms, **resource_usage)
     return True
 
 
