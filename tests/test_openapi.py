@@ -59,8 +59,12 @@ def fuzz_world(keep_connection):
         created_by=user)
     file = FileFactory(created_by=user)
     execution = PipelineExecutionFactory(pipeline=pipeline, created_by=user)
+    from registry.workflow_services import workflow_create
+    from tests.registry.conftest import sample_document
+
+    workflow, _ = workflow_create(user=user, data=sample_document())
     ids = {"/api/v1/components/": component.pk, "/api/v1/pipelines/": pipeline.pk, "/api/v1/files/": file.pk,
-           "/api/v1/executions/": execution.pk}
+           "/api/v1/executions/": execution.pk, "/api/v1/workflows/": workflow.pk}
     return {"headers": {"Authorization": f"Token {Token.objects.create(user=user).key}"}, "ids": ids}
 
 

@@ -3,6 +3,7 @@ shape; the graph itself is validated by `registry.workflow_document.clean_docume
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from imageflow.audit.models import AuditEntry
@@ -68,12 +69,17 @@ class UsageSerializer(serializers.Serializer):
 class WorkflowListSerializer(serializers.ModelSerializer):
     tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
     created_by = serializers.CharField(source="created_by.username", read_only=True, allow_null=True, default=None)
-    rank = serializers.FloatField(read_only=True, required=False, help_text="Search rank (with ?search=).")
+    rank = serializers.SerializerMethodField(help_text="Search rank with ?search= (else null).")
 
     class Meta:
         model = Workflow
         fields = ("id", "name", "description", "category", "tags", "version", "organization", "created_by",
                   "read_count", "apply_count", "reuse_count", "created_at", "updated_at", "rank")
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_rank(self, obj) -> float | None:
+        rank = getattr(obj, "rank", None)
+        return float(rank) if rank is not None else None
 
 
 class WorkflowSerializer(serializers.Serializer):

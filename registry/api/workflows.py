@@ -266,7 +266,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[OpenApiParameter("limit", int)],
                    responses={200: SimilarWorkflowSerializer(many=True), **ERROR_RESPONSES(404)},
                    summary="Stored workflows most similar to this one")
-    @action(detail=True, methods=["get"], url_path="similar")
+    @action(detail=True, methods=["get"], url_path="similar", pagination_class=None)
     def similar(self, request, pk=None):
         workflow = self.get_object()
         limit = _limit(request.query_params.get("limit"))
@@ -276,7 +276,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
     @extend_schema(request=SimilarRequestSerializer, responses={200: SimilarWorkflowSerializer(many=True),
                                                                 **ERROR_RESPONSES(400, 404)},
                    summary="Stored workflows most similar to a workflow, a draft graph or plain text")
-    @action(detail=False, methods=["post"], url_path="similar")
+    @action(detail=False, methods=["post"], url_path="similar", pagination_class=None)
     def similar_to(self, request):
         serializer = SimilarRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -308,7 +308,7 @@ class WorkflowViewSet(viewsets.GenericViewSet):
 
     # --- interchange ---------------------------------------------------------------------------
     @extend_schema(parameters=[FORMAT_PARAMETER], responses={(200, "application/json"): OpenApiTypes.OBJECT,
-                                                              (200, "application/yaml"): OpenApiTypes.STR,
+                                                              (200, "application/yaml"): OpenApiTypes.OBJECT,
                                                               **ERROR_RESPONSES(400, 404)},
                    summary="The workflow as a self-contained JSON or YAML document")
     @action(detail=True, methods=["get"], url_path="export")
@@ -403,7 +403,7 @@ class PipelineExportView(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(parameters=[FORMAT_PARAMETER], responses={(200, "application/json"): OpenApiTypes.OBJECT,
-                                                              (200, "application/yaml"): OpenApiTypes.STR,
+                                                              (200, "application/yaml"): OpenApiTypes.OBJECT,
                                                               **ERROR_RESPONSES(400, 404)},
                    tags=["pipelines"], summary="The pipeline as a self-contained JSON or YAML document")
     def get(self, request, pk):
