@@ -222,6 +222,7 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
         retry = PipelineExecution.objects.create(
             pipeline_id=execution.pipeline_id, pipeline_version=execution.pipeline_version,
             status=ExecutionStatus.PENDING, input_data=execution.input_data, created_by=user, retry_of=execution,
+            workflow_id=execution.workflow_id, workflow_version=execution.workflow_version,  # applied workflows
         )
         new_steps = []
         for old in old_steps:

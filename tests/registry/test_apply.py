@@ -102,6 +102,12 @@ def test_failing_http_node_fails_the_run_and_skips_its_children(registry_worker,
     assert execution.status == ExecutionStatus.FAILED
     assert "summarize" in execution.error_message and "422" in execution.error_message
     assert ComponentExecution.objects.get(execution=execution, node_id="post").status == "skipped"
+    # a retry of it stays in the workflow's history, pinned to the same version
+    from executions.services import execution_retry
+
+    retry = execution_retry(execution=execution, user=user)
+    assert (retry.workflow_id, retry.workflow_version) == (workflow.pk, 1)
+    assert wait_finished(retry.pk).status == ExecutionStatus.FAILED
 
 
 @pytest.mark.django_db
@@ -112,3 +118,45 @@ def test_cyclic_workflow_cannot_be_applied(api):
     response = api.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": {"url": "u"}}, format="json")
     assert response.status_code == 400 and "cycle" in response.json()["errors"]["edges"][0]
     assert Workflow.objects.get(pk=created["id"]).apply_count == 0
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_a_node_naming_a_registered_component_runs_as_that_component(registry_worker, agent_server):
+    """A `resize` node runs the built-in resize on the input image; the agent after it gets
+    the step's output through the HTTP runner."""
+    import io
+
+    from PIL import Image
+
+    from executions.services import builtin_components_register
+    from files.models import File
+    from files.services import file_read_bytes, file_store_bytes
+
+    builtin_components_register()
+    user = UserFactory()
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 100), (10, 120, 200)).save(buffer, format="PNG")
+    source = file_store_bytes(content=buffer.getvalue(), original_name="in.png", created_by=user, prefix="uploads")
+    document = {
+        "name": "Shrink then describe",
+        "nodes": [{"key": "shrink", "node_type": "resize", "name": "Shrink",
+                   "parameters": {"width": "{{params.width}}"}, "order_index": 0},
+                  {"key": "describe", "node_type": "agent", "name": "Describe", "parameters": {}, "order_index": 1}],
+        "edges": [{"parent": "shrink", "child": "describe"}],
+        "params": [{"key": "width", "value_type": "int", "required": False, "default_value": "50"}],
+    }
+    workflow, _ = workflow_create(user=user, data=document)
+    from registry.workflow_apply import workflow_apply
+
+    execution, params = workflow_apply(workflow=workflow, user=user, params={}, inputs=[str(source.pk)])
+    assert params == {"width": 50}
+    execution = wait_finished(execution.pk)
+    assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+    shrink = ComponentExecution.objects.select_related("component").get(execution=execution, node_id="shrink")
+    assert shrink.component.name == "resize" and shrink.component.runner == "builtin"
+    output = File.objects.get(pk=shrink.output_data["files"][0])
+    assert Image.open(io.BytesIO(file_read_bytes(output))).size == (50, 25)
+    describe = ComponentExecution.objects.select_related("component").get(execution=execution, node_id="describe")
+    assert describe.component.name == "workflow-http"
+    assert [r["node"]["key"] for r in agent_server.requests] == ["describe"]
