@@ -20,7 +20,7 @@ import yaml
 from django.core.exceptions import ValidationError
 
 from registry.models import Pipeline, Workflow
-from registry.workflow_document import canonical, clean_document
+from registry.workflow_document import clean_document
 from registry.workflow_selectors import workflow_document
 
 WORKFLOW_FORMAT = "imageflow.workflow"
@@ -262,7 +262,3 @@ def import_document(*, document: Any, fmt: str) -> tuple[dict[str, Any], list[di
     if fmt == "imageflow":
         return workflow_from_export(loaded), []
     raise ValidationError({"format": [f"unknown import format {fmt!r}; use imageflow or n8n."]})
-
-
-def same_document(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return canonical(a) == canonical(b)
