@@ -104,3 +104,22 @@ def test_healthz_names_what_is_down(anon):
     assert sorted(body["down"]) == ["redis", "search"]
     assert body["checks"]["database"]["ok"] and body["checks"]["object_store"]["ok"]
     assert "Error" in body["checks"]["redis"]["error"]
+
+
+@override_settings(DEBUG=True)
+def test_django_404_under_api_is_json_even_with_debug_on(api):
+    response = api.get("/api/v1/definitely/not/here/")
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["type"] == "not_found" and "/api/v1/definitely/not/here/" in response.json()["detail"]
+
+
+def test_healthz_rejects_other_methods_in_the_error_shape(anon):
+    response = anon.post("/healthz")
+    assert response.status_code == 405 and response.json()["type"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD"
+
+
+def test_pages_outside_the_api_keep_django_404(client):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404 and not response["Content-Type"].startswith("application/json")
