@@ -142,7 +142,9 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     def save_model(self, request, obj, form, change):
         from registry.workflow_selectors import workflow_document
 
-        request._workflow_before = workflow_document(Workflow.objects.get(pk=obj.pk)) if change else None
+        previous = Workflow.objects.get(pk=obj.pk) if change else None
+        request._workflow_before = workflow_document(previous) if previous else None
+        request._workflow_organization_before = previous.organization_id if previous else None
         super().save_model(request, obj, form, change)
 
     def save_related(self, request, form, formsets, change):
@@ -150,7 +152,8 @@ class WorkflowAdmin(ImageFlowModelAdmin):
 
         super().save_related(request, form, formsets, change)
         workflow_record_external_change(workflow=form.instance, user=request.user,
-                                        before=getattr(request, "_workflow_before", None))
+                                        before=getattr(request, "_workflow_before", None),
+                                        organization_before=getattr(request, "_workflow_organization_before", None))
 
     def get_deleted_objects(self, objs, request):
         # Nodes, edges, params and versions are read-only in their own admins but belong to the

@@ -278,9 +278,11 @@ def workflow_delete(*, workflow: Workflow, user, based_on_version: int | None = 
         locked.delete()
 
 
-def workflow_record_external_change(*, workflow: Workflow, user, before: dict[str, Any] | None) -> Workflow:
+def workflow_record_external_change(*, workflow: Workflow, user, before: dict[str, Any] | None,
+                                    organization_before: Any = None) -> Workflow:
     """After rows were edited outside the services (the admin's form and inlines): snapshot the
-    result as a new version and audit it, unless nothing changed."""
+    result as a new version and audit it, unless nothing changed. A change of organization
+    alone (scope, not content) is audited without a new version."""
     with transaction.atomic():
         locked = _lock(workflow)
         rows_document = workflow_document(locked)
@@ -289,6 +291,11 @@ def workflow_record_external_change(*, workflow: Workflow, user, before: dict[st
         except ValidationError:
             document = rows_document
         if before is not None and document == before:
+            if organization_before != locked.organization_id:
+                audit_record(action="update", object_type="workflow", object_id=locked.pk,
+                             object_repr=f"{locked.name} (v{locked.version})", user=user,
+                             before={"organization": organization_before},
+                             after={"organization": locked.organization_id}, extra={"version": locked.version})
             return locked
         if before is not None:
             locked.version = (WorkflowVersion.objects.filter(workflow=locked).order_by("-version")

@@ -122,3 +122,19 @@ def test_reads_are_logged_and_usage_is_aggregated(api, other_api, user):
     assert listed["Summarize a web page"]["read_count"] == 3 and listed["Summarize a web page"]["reuse_count"] == 1
     assert listed["copy"]["reuse_count"] == 0
     assert other_api.get(f"/api/v1/workflows/{created['id']}/usage/").status_code == 404
+
+
+def test_organization_change_outside_the_services_is_audited_without_a_new_version(user):
+    from registry.workflow_selectors import workflow_document
+    from registry.workflow_services import workflow_create, workflow_record_external_change
+    from tests.factories import OrganizationFactory
+
+    workflow, _ = workflow_create(user=user, data=sample_document())
+    before = workflow_document(workflow)
+    org = OrganizationFactory()
+    Workflow.objects.filter(pk=workflow.pk).update(organization=org)
+    workflow_record_external_change(workflow=workflow, user=user, before=before, organization_before=None)
+    workflow.refresh_from_db()
+    assert workflow.version == 1
+    entry = entries(workflow.pk)[-1]
+    assert entry.action == "update" and entry.after == {"organization": str(org.pk)} and entry.before == {"organization": None}

@@ -153,3 +153,35 @@ def test_tag_category_and_node_type_filters(api):
     assert names("?tag=red&tag=blue") == ["B"]
     assert names("?category=x") == ["A"]
     assert names("?node_type=agent") == ["A", "B"] and names("?node_type=robot") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_creations_with_one_request_id_make_one_workflow():
+    import threading
+
+    from django.db import connection
+
+    from registry.workflow_services import workflow_create
+    from tests.factories import UserFactory
+
+    user = UserFactory()
+    barrier = threading.Barrier(4)
+    ids, errors = [], []
+
+    def create_once() -> None:
+        try:
+            barrier.wait(timeout=10)
+            workflow, _ = workflow_create(user=user, data=sample_document(), request_id="same-request")
+            ids.append(workflow.pk)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create_once) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == [] and len(ids) == 4 and len(set(ids)) == 1
+    assert Workflow.objects.filter(created_by=user).count() == 1
