@@ -240,3 +240,21 @@ def test_sweep_fails_a_step_that_lost_its_worker_too_often(thread_worker, engine
     assert steps["grayscale"].status == StepStatus.FAILED and steps["blur"].status == StepStatus.SKIPPED
     assert execution.status == ExecutionStatus.FAILED
     assert "worker lost 2 times (last gone-host:4242); giving up" in execution.error_message
+
+
+def test_sweep_requeues_a_ready_step_whose_message_was_lost(thread_worker, engine_settings, builtins, jpeg_file, user):
+    # given a run whose root step is pending but was never enqueued (rows made with factories)
+    from registry.models import Component
+    from tests.factories import ComponentExecutionFactory, PipelineExecutionFactory, PipelineFactory
+
+    source = jpeg_file()
+    execution = PipelineExecutionFactory(pipeline=PipelineFactory(created_by=user), status=ExecutionStatus.PENDING,
+                                         input_data={"inputs": [str(source.id)]})
+    ComponentExecutionFactory(execution=execution, component=Component.objects.get(name="grayscale"), node_id="gray",
+                              input_data={"parameters": {}, "parents": [], "edges": [], "inputs": [str(source.id)]})
+    # when it has waited longer than the timeout and the sweep runs
+    engine_settings.STEP_HEARTBEAT_TIMEOUT_SECONDS = 0.3
+    wait_for(lambda: execution_sweep() == {"stale": 0, "ready": 1}, timeout=10, interval=0.2, what="the sweep")
+    # then the step runs and the run completes
+    wait_finished(execution)
+    assert execution.status == ExecutionStatus.COMPLETED and execution.steps.get().attempts == 1
