@@ -251,9 +251,11 @@ class StreamingUploadHandler(HashingUploadHandler):
 
 def discard_streamed_objects(handler: "StreamingUploadHandler") -> None:
     """Delete objects streamed for files of a request that no row took (a file sent under another
-    field name, a request refused after parsing): nothing is left behind in the store."""
+    field name, a request refused after parsing), and abort a multipart upload that parsing
+    left unfinished (the client went away mid-body): nothing is left behind in the store."""
     from files.services import _delete_object
 
+    handler._discard_stream()
     for uploaded in handler.streamed:
         if uploaded.object_key:
             _delete_object(uploaded.object_key)

@@ -227,3 +227,34 @@ def test_limit_passed_while_streaming_aborts_the_multipart_upload(issued_keys):
                       aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY, region_name=settings.S3_REGION)
     pending = s3.list_multipart_uploads(Bucket=settings.S3_BUCKET, Prefix=issued_keys[0]).get("Uploads", [])
     assert pending == []
+
+
+@override_settings(**STREAM_SETTINGS)
+def test_body_cut_off_mid_upload_leaves_no_multipart_upload(issued_keys):
+    """The client goes away after the first parts were streamed: the view's cleanup aborts it."""
+    from django.http.multipartparser import MultiPartParser
+
+    from files.api.upload import StreamingUploadHandler, discard_streamed_objects
+
+    content = bmp_bytes(1200, 3200)
+    boundary = "b0undary"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.bmp\"\r\n"
+            f"Content-Type: image/bmp\r\n\r\n").encode()
+
+    class Disconnecting(io.BytesIO):
+        def read(self, size=-1):
+            data = super().read(size)
+            if not data:
+                raise OSError("client disconnected")
+            return data
+
+    handler = StreamingUploadHandler()
+    meta = {"CONTENT_TYPE": f"multipart/form-data; boundary={boundary}", "CONTENT_LENGTH": str(len(head) + len(content) + 40)}
+    with pytest.raises(OSError):
+        MultiPartParser(meta, Disconnecting(head + content[:8_000_000]), [handler], "utf-8").parse()
+    assert handler.stream is not None  # the multipart upload had started
+    discard_streamed_objects(handler)
+    s3 = boto3.client("s3", endpoint_url=settings.S3_ENDPOINT_URL, aws_access_key_id=settings.AWS_ACCESS_KEY_ID,
+                      aws_secret_access_key=settings.AWS_SECRET_ACCESS_KEY, region_name=settings.S3_REGION)
+    assert s3.list_multipart_uploads(Bucket=settings.S3_BUCKET, Prefix=issued_keys[0]).get("Uploads", []) == []
+    assert not object_exists(issued_keys[0])
