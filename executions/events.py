@@ -44,12 +44,12 @@ logger = logging.getLogger(__name__)
 
 EVENT_MESSAGE_TYPE = "progress.event"  # the consumer's handler: progress_event()
 
-# KEYS: seq counter, history list; ARGV: event JSON without seq, history length, ttl seconds.
+# KEYS: seq counter, history list; ARGV: event JSON object without seq (non-empty), history
+# length, ttl seconds. The number goes in front of the object's first key, so the JSON written by
+# Python is kept as is (floats stay floats).
 _PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', KEYS[1])
-local event = cjson.decode(ARGV[1])
-event['seq'] = seq
-local text = cjson.encode(event)
+local text = '{"seq": ' .. seq .. ', ' .. string.sub(ARGV[1], 2)
 redis.call('RPUSH', KEYS[2], text)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
