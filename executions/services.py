@@ -23,6 +23,8 @@ import psutil
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db.utils import InterfaceError as DatabaseInterfaceError
+from django.db.utils import OperationalError as DatabaseOperationalError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -276,8 +278,10 @@ def is_transient(exc: BaseException) -> bool:
     import botocore.exceptions as bex
     from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
-    if isinstance(exc, TransientStepError):
+    if isinstance(exc, (TransientStepError, DatabaseInterfaceError)):
         return True
+    if isinstance(exc, DatabaseOperationalError) and not connection.in_atomic_block:
+        return True  # the database was unreachable or restarted; the step can simply run again
     if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError, bex.EndpointConnectionError,
                         bex.ConnectionClosedError, bex.ReadTimeoutError, bex.ConnectTimeoutError)):
         return True

@@ -264,6 +264,8 @@ STEP_MAX_ATTEMPTS = env.int("STEP_MAX_ATTEMPTS", 3)
 STEP_TRANSIENT_RETRIES = env.int("STEP_TRANSIENT_RETRIES", 4)
 STEP_RETRY_BACKOFF_SECONDS = env.float("STEP_RETRY_BACKOFF_SECONDS", 2.0)
 EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS", 30.0)
+# Threads a built-in step uses to process several input images at once (1 = one after another).
+STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 4)
 # How a `runner="container"` component is started: {image} is the component's docker_image,
 # {output_dir} the step's output directory (mounted at the same path in the container).
 CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i -v {output_dir}:{output_dir} {image}")

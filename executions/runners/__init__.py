@@ -50,14 +50,14 @@ class StepContext:
         from files.services import file_store_bytes
 
         stored = file_store_bytes(
-            content=content, original_name=name, created_by=self._owner(), prefix="outputs",
+            content=content, original_name=name, created_by=self.owner(), prefix="outputs",
             extra_metadata={"execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
                             "node_id": self.step.node_id, "attempt": self.attempt},
         )
         self.created_files.append(stored)
         return stored
 
-    def _owner(self):
+    def owner(self):
         """The run's user, who owns its output files (loaded once, only by steps that store files)."""
         if self.created_by_id is None:
             return None

@@ -258,3 +258,15 @@ def test_sweep_requeues_a_ready_step_whose_message_was_lost(thread_worker, engin
     # then the step runs and the run completes
     wait_finished(execution)
     assert execution.status == ExecutionStatus.COMPLETED and execution.steps.get().attempts == 1
+
+
+def test_several_inputs_are_processed_concurrently_and_keep_their_order(thread_worker, engine_settings, builtins,
+                                                                         pipeline_of, jpeg_file, user):
+    engine_settings.STEP_IMAGE_CONCURRENCY = 3
+    sources = [jpeg_file(400, 100), jpeg_file(100, 400), jpeg_file(200, 200), jpeg_file(300, 150)]
+    execution = wait_finished(execution_start(pipeline=pipeline_of([node("fit", "resize", width=50, height=50)]),
+                                              inputs=[s.id for s in sources], user=user))
+    step = execution.steps.get()
+    assert [open_image(f).size for f in outputs_of(step)] == [(50, 12), (12, 50), (50, 50), (50, 25)]
+    assert [f.original_name for f in outputs_of(step)] == [
+        "in-400x100-fit.jpg", "in-100x400-fit.jpg", "in-200x200-fit.jpg", "in-300x150-fit.jpg"]
