@@ -7,7 +7,7 @@ as cheap for page 1000 as for page 1. The cursor handed to clients is that sort 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TransportError
@@ -15,7 +15,7 @@ from elasticsearch import ApiError, Elasticsearch, NotFoundError
 
 from executions.logstore.documents import alias_name
 from executions.logstore.shipping import SearchUnavailable
-from imageflow.search import get_client
+from imageflow.search import get_client, index_name
 
 HIGHLIGHT_PRE = "<mark>"
 HIGHLIGHT_POST = "</mark>"
@@ -60,8 +60,29 @@ def _range(since: datetime | None, until: datetime | None) -> list[dict]:
     return [{"range": {"timestamp": bounds}}] if bounds else []
 
 
-def _search(es: Elasticsearch, body: dict) -> dict:
+MAX_PRUNED_MONTHS = 36
+
+
+def _indices(since: datetime | None, until: datetime | None) -> str:
+    """The monthly indices a time range can touch (a record lives in its UTC month's index), or
+    the alias when the range is open or very long: fewer records for the server to look at."""
+    if since is None or until is None:
+        return alias_name()
+    first, last = since.astimezone(UTC), (until - timedelta(microseconds=1)).astimezone(UTC)
+    year, month = first.year, first.month
+    names = []
+    while (year, month) <= (last.year, last.month):
+        names.append(index_name(f"logs-{year:04d}.{month:02d}"))
+        if len(names) > MAX_PRUNED_MONTHS:
+            return alias_name()
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return ",".join(names) if names else alias_name()
+
+
+def _search(es: Elasticsearch, body: dict, *, index: str | None = None) -> dict:
     try:
+        if index and index != alias_name():
+            return es.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
         return es.search(index=alias_name(), **body)
     except NotFoundError:
         # No record was ever shipped under this prefix: no index, no alias yet.
@@ -139,7 +160,7 @@ def search_logs(
         }
     if cursor:
         body["search_after"] = decode_cursor(cursor)
-    return _page(_search(client or get_client(), body), size)
+    return _page(_search(client or get_client(), body, index=_indices(since, until)), size)
 
 
 def execution_logs_from_database(
@@ -147,8 +168,6 @@ def execution_logs_from_database(
 ) -> LogPage:
     """The same page read from the durable buffer: what the API serves while the search server
     is unreachable (same order, same cursor format: timestamp in ms, record id)."""
-    from datetime import UTC
-
     from django.db.models import Q
 
     from executions.log_models import ExecutionLogRecord

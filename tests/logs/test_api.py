@@ -151,3 +151,18 @@ def test_without_the_search_server_a_runs_logs_come_from_the_durable_buffer_and_
     assert [r["message"] for r in page2.json()["results"]] == ["line 2"]
     assert search.status_code == 503
     assert search.json()["type"] == "search_unavailable"
+
+
+def test_a_time_range_searches_only_the_monthly_indices_it_can_touch(corpus, search_prefix):
+    from executions.logstore.queries import _indices
+
+    staff = client_for(StaffFactory())
+    # given records on both sides of a month boundary (T0 is 23:59 on 31 October)
+    october = {"since": "2026-10-01T00:00:00Z", "until": "2026-11-01T00:00:00Z"}
+    november = {"since": "2026-11-01T00:00:00Z", "until": "2026-12-01T00:00:00Z"}
+    assert _indices(*(datetime.fromisoformat(v) for v in october.values())) == f"{search_prefix}-logs-2026.10"
+    # then each month's search finds exactly that month's records
+    assert ids(staff.get("/api/v1/logs/", october), corpus) == ["b1", "a1"]
+    assert ids(staff.get("/api/v1/logs/", november), corpus) == ["b2", "a4", "a3", "a2"]
+    # and a range over months without any index is empty, not an error
+    assert staff.get("/api/v1/logs/", {"since": "2020-01-01T00:00:00Z", "until": "2020-03-01T00:00:00Z"}).json()["results"] == []

@@ -160,3 +160,15 @@ def test_a_second_shipper_leaves_while_one_is_at_work(es):
         other.execute("SELECT pg_advisory_unlock(%s)", [SHIPPER_LOCK_KEY])
     # then once it is free, everything goes
     assert ship_pending(refresh=True).shipped == 3
+
+
+def test_reindex_logs_says_so_when_the_search_server_is_unreachable():
+    from django.core.management import CommandError, call_command
+    from django.test import override_settings
+
+    execution = PipelineExecutionFactory()
+    logs.emit(execution_id=execution.id, level="info", message="kept")
+    with override_settings(ELASTICSEARCH_URL="http://127.0.0.1:9", ELASTICSEARCH_TIMEOUT_SECONDS=1.0), \
+            pytest.raises(CommandError, match="search server is unavailable"):
+        call_command("reindex_logs")
+    assert ExecutionLogRecord.objects.get().shipped_at is None
