@@ -27,11 +27,18 @@ def live_state(execution_id, *, lines: int = LATEST_LOG_LINES) -> dict:
     )
     latest.reverse()
     snapshot["logs"] = [
-        {"id": row["id"], "timestamp": row["timestamp"].isoformat(), "level": row["level"],
-         "node_id": row["node_id"], "message": row["message"]}
+        {"id": row["id"], "timestamp": row["timestamp"].isoformat(), "time": _display(row["timestamp"].isoformat()),
+         "level": row["level"], "node_id": row["node_id"], "message": row["message"]}
         for row in latest
     ]
+    for step in snapshot.get("steps", []):
+        step["started"], step["completed"] = _display(step["started_at"]), _display(step["completed_at"])
     return snapshot
+
+
+def _display(iso: str | None) -> str:
+    """'2026-11-26 13:23:19.929' (UTC) for the panel; the JSON keeps the full ISO value."""
+    return iso[:23].replace("T", " ") if iso else ""
 
 
 class LiveProgressAdminMixin:

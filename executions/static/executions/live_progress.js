@@ -28,8 +28,8 @@
       var row = document.createElement("tr");
       cell(row, step.node_id);
       cell(row, step.status, "status-" + step.status);
-      cell(row, step.started_at);
-      cell(row, step.completed_at);
+      cell(row, step.started);
+      cell(row, step.completed);
       cell(row, step.execution_time_ms);
       body.appendChild(row);
     });
@@ -38,7 +38,7 @@
     state.logs.forEach(function (line) {
       var span = document.createElement("span");
       span.className = "lvl-" + line.level;
-      span.textContent = line.timestamp + " " + line.level.toUpperCase() + " " + (line.node_id || "-") + ": " + line.message + "\n";
+      span.textContent = line.time + " " + line.level.toUpperCase() + " " + (line.node_id || "-") + ": " + line.message + "\n";
       logs.appendChild(span);
     });
     logs.scrollTop = logs.scrollHeight;
@@ -66,9 +66,15 @@
   if (!("WebSocket" in window)) { poll(); return; }
   var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
   var socket = new WebSocket(scheme + window.location.host + panel.dataset.wsPath);
-  socket.onopen = function () { role("connection").textContent = "live"; };
+  var logTimer = null;
+  socket.onopen = function () {
+    role("connection").textContent = "live";
+    // Log lines written between two state changes show up within a few seconds too.
+    logTimer = window.setInterval(function () { if (!finished) { refresh(); } }, 5000);
+  };
   socket.onmessage = function () { refresh(); };
   socket.onclose = function (event) {
+    if (logTimer) { window.clearInterval(logTimer); }
     if (event.code === 1000) { role("connection").textContent = "finished"; refresh(); return; }
     if (!finished) { poll(); }
   };
