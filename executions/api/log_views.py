@@ -95,7 +95,8 @@ def _body(request, page: queries.LogPage, source: str) -> dict:
         params = request.query_params.copy()
         params["cursor"] = page.next_cursor
         next_link = request.build_absolute_uri(request.path) + "?" + urlencode(params, doseq=True)
-    results = [{key: record.get(key) for key in PUBLIC_FIELDS if key in record or key != "highlight"}
+    # `highlight` only on search results; `owner_id` never leaves the server.
+    results = [{key: record.get(key) for key in PUBLIC_FIELDS if key != "highlight" or key in record}
                for record in page.records]
     return {"count": page.total, "next": next_link, "next_cursor": page.next_cursor, "source": source,
             "results": results}

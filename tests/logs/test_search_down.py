@@ -18,7 +18,6 @@ from tests.executions.conftest import (  # noqa: F401  (fixtures)
     pipeline_of,
     thread_worker,
     wait_finished,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.worker, pytest.mark.timeout(180)]
