@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
 from PIL import Image, ImageColor, ImageFilter, ImageOps, UnidentifiedImageError
 
 from executions.runners import RunResult, StepContext
@@ -216,17 +216,30 @@ def _encode(image: Image.Image, *, source_format: str | None, parameters: dict, 
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_connections: dict = {}  # the pool threads' database connections (closed on shutdown)
 _pool_key: tuple[int, int] | None = None
 
 
 def _image_pool(size: int) -> ThreadPoolExecutor:
     """One pool per worker process (re-made after a fork): its threads live on, and so do their
-    object-store clients."""
+    object-store clients and database connections."""
     global _pool, _pool_key
     if _pool is None or _pool_key != (os.getpid(), size):
         _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="step-image")
         _pool_key = (os.getpid(), size)
     return _pool
+
+
+def shutdown_image_pool() -> None:
+    """Stop the pool's threads and close their database connections."""
+    global _pool, _pool_key
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+    _pool, _pool_key = None, None
+    while _pool_connections:
+        _, wrapper = _pool_connections.popitem()
+        if wrapper.connection is not None:  # the raw connection: its thread is gone
+            wrapper.connection.close()
 
 
 class BuiltinRunner:
@@ -240,10 +253,12 @@ class BuiltinRunner:
         name, params = operation.name, context.parameters
 
         def pooled(source):
+            close_old_connections()  # drops this thread's connection if unusable or past CONN_MAX_AGE
             try:
                 return one(source)
             finally:
-                connection.close()  # a pool thread keeps no database connection between images
+                wrapper = connections[DEFAULT_DB_ALIAS]
+                _pool_connections[id(wrapper)] = wrapper
 
         def one(source):
             if context.cancelled.is_set():

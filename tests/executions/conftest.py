@@ -131,9 +131,14 @@ def thread_worker(transactional_db, engine_settings):
     from imageflow.celery import app
 
     _purge_queue()
-    with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=30,
-                      queues=[django_settings.CELERY_TASK_DEFAULT_QUEUE]) as worker:
-        yield worker
+    from executions.runners.builtin import shutdown_image_pool
+
+    try:
+        with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=30,
+                          queues=[django_settings.CELERY_TASK_DEFAULT_QUEUE]) as worker:
+            yield worker
+    finally:
+        shutdown_image_pool()  # its threads' database connections must not outlive the test database
 
 
 class ProcessWorker:
