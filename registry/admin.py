@@ -123,6 +123,25 @@ class WorkflowVersionInline(admin.TabularInline):
         return False
 
 
+@admin.action(description="Apply with default param values (runs the current version)")
+def apply_with_defaults(modeladmin, request, queryset):
+    from django.contrib import messages
+    from django.core.exceptions import ValidationError
+
+    from registry.workflow_apply import workflow_apply
+
+    for workflow in queryset:
+        try:
+            execution, _ = workflow_apply(workflow=workflow, user=request.user, params={})
+        except ValidationError as exc:
+            details = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
+            text = "; ".join(f"{k}: {' '.join(v)}" if k else " ".join(v) for k, v in details.items())
+            modeladmin.message_user(request, f"{workflow.name}: not applied: {text}", messages.ERROR)
+        else:
+            modeladmin.message_user(request, f"{workflow.name} v{workflow.version}: execution {execution.pk} started.",
+                                    messages.SUCCESS)
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(ImageFlowModelAdmin):
     """Edits through the form and its inlines become a new version (snapshot + audit entry) once
@@ -138,6 +157,7 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     filter_horizontal = ("tags",)
     readonly_fields = ("version", "request_id", "read_count", "apply_count", "reuse_count")
     inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline, WorkflowVersionInline]
+    actions = [apply_with_defaults]
 
     def save_model(self, request, obj, form, change):
         from registry.workflow_selectors import workflow_document

@@ -138,3 +138,23 @@ def test_organization_change_outside_the_services_is_audited_without_a_new_versi
     assert workflow.version == 1
     entry = entries(workflow.pk)[-1]
     assert entry.action == "update" and entry.after == {"organization": str(org.pk)} and entry.before == {"organization": None}
+
+
+def test_admin_apply_action_validates_params_and_is_audited(staff_client, staff_user, user):
+    from executions.models import PipelineExecution
+    from registry.workflow_services import workflow_create
+
+    needs_url, _ = workflow_create(user=user, data=sample_document())
+    document = sample_document(name="Defaults only")
+    document["params"][0]["default_value"] = "https://example.org"
+    defaults_only, _ = workflow_create(user=user, data=document)
+    response = staff_client.post("/admin/registry/workflow/", {
+        "action": "apply_with_defaults", "_selected_action": [str(needs_url.pk), str(defaults_only.pk)]}, follow=True)
+    assert response.status_code == 200
+    text = " ".join(str(m) for m in response.context["messages"])
+    assert "not applied: params.url" in text and "Defaults only v1: execution" in text
+    execution = PipelineExecution.objects.get()
+    assert execution.workflow_id == defaults_only.pk and execution.workflow_version == 1
+    entry = AuditEntry.objects.get(action="apply")
+    assert (entry.object_id, entry.source, entry.actor) == (defaults_only.pk, "admin", staff_user)
+    assert entry.after == {"params": {"url": "https://example.org", "sentences": 3}}
