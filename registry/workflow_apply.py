@@ -26,7 +26,8 @@ from django.db import transaction
 from imageflow.audit.services import audit_record
 from registry.models import Component, ComponentRunner, Pipeline, Workflow, WorkflowAccess, WorkflowVersion
 from registry.similarity import node_component_name
-from registry.workflow_document import ParamValueError, check_param_value, parse_param_text
+from registry.workflow_document import ParamValueError, check_param_value, clean_document, parse_param_text
+from registry.workflow_selectors import workflow_document
 
 HTTP_COMPONENT_NAME = "workflow-http"
 HTTP_COMPONENT_VERSION = "1"
@@ -189,7 +190,9 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
     from executions.services import execution_start
 
     version = workflow.version
-    snapshot = WorkflowVersion.objects.get(workflow=workflow, version=version).snapshot
+    pinned = WorkflowVersion.objects.filter(workflow=workflow, version=version).first()
+    # Rows written before version history existed have no snapshot: their current rows are the version.
+    snapshot = pinned.snapshot if pinned is not None else clean_document(workflow_document(workflow))
     resolved = resolve_params(declared=snapshot["params"], values=params)
     definition, specs = materialize(workflow=workflow, version=version, document=snapshot)
     overrides = {key: node_parameters(spec=spec, workflow=workflow, version=version, params=resolved)

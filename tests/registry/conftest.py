@@ -64,6 +64,7 @@ class AgentServer:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         self.requests: list[dict] = []
+        self.fail_next = 0  # answer this many requests with 503 first
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,6 +72,12 @@ class AgentServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(body)
                 node = body["node"]["key"]
+                if server.fail_next > 0:
+                    server.fail_next -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    self.wfile.write(b"busy")
+                    return
                 if body["parameters"].get("fail"):
                     self.send_response(422)
                     self.end_headers()

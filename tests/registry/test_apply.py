@@ -160,3 +160,23 @@ def test_a_node_naming_a_registered_component_runs_as_that_component(registry_wo
     describe = ComponentExecution.objects.select_related("component").get(execution=execution, node_id="describe")
     assert describe.component.name == "workflow-http"
     assert [r["node"]["key"] for r in agent_server.requests] == ["describe"]
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_transient_agent_errors_are_retried_and_a_workflow_without_history_still_applies(registry_worker, agent_server):
+    """A 503 from the agent service is retried by the engine; a workflow whose rows were written
+    without the services (no version snapshot) applies from its current rows."""
+    from registry.workflow_apply import workflow_apply
+    from tests.factories import WorkflowFactory, WorkflowNodeFactory
+
+    agent_server.fail_next = 1
+    user = UserFactory()
+    workflow = WorkflowFactory(created_by=user)
+    WorkflowNodeFactory(workflow=workflow, key="only", node_type="agent", name="Only", parameters={"x": 1})
+    execution, _ = workflow_apply(workflow=workflow, user=user, params={})
+    execution = wait_finished(execution.pk)
+    assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+    step = ComponentExecution.objects.get(execution=execution, node_id="only")
+    assert step.attempts == 2 and len(agent_server.requests) == 2  # the 503, then the answer
+    assert step.output_data["data"]["parameters"] == {"x": 1}
