@@ -375,3 +375,11 @@ def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: li
             audit_record(action="update", object_type="pipeline", object_id=locked.pk, object_repr=str(locked),
                          before=before, after=after, user=user)
     return locked
+
+
+def workflow_reindex(*, workflow: Workflow) -> None:
+    """Recompute the search vector and the similarity columns from the stored rows (after a
+    change of WORKFLOW_SEARCH_CONFIG, or for rows written before the registry columns existed)."""
+    with transaction.atomic():
+        locked = _lock(workflow)
+        _refresh_derived(locked, workflow_document(locked))

@@ -121,3 +121,20 @@ def test_feature_embedding_is_a_unit_vector_that_tracks_overlap():
     c = feature_embedding(["c:resize"])
     assert a == b and abs(sum(v * v for v in a) - 1) < 1e-9
     assert sum(x * y for x, y in zip(a, b)) > sum(x * y for x, y in zip(a, c))
+
+
+def test_reindex_command_makes_rows_written_without_services_searchable(user):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.factories import WorkflowFactory, WorkflowNodeFactory
+
+    workflow = WorkflowFactory(created_by=user, name="Legacy invoice robot")
+    WorkflowNodeFactory(workflow=workflow, node_type="tool", name="Parse ledger", parameters={"engine": "abacus"})
+    assert list(workflow_list(user=user, search="abacus")) == []
+    out = StringIO()
+    call_command("reindex_workflows", stdout=out)
+    assert "reindexed 1 workflows" in out.getvalue()
+    assert [w.pk for w in workflow_list(user=user, search="abacus")] == [workflow.pk]
+    assert [w.pk for w in workflow_list(user=user, search="ledger")] == [workflow.pk]
