@@ -226,7 +226,16 @@ def workflow_replace(*, workflow: Workflow, user, data: dict[str, Any], based_on
         locked = _lock(workflow)
         _check_version(locked, based_on_version)
         before = workflow_document(locked)
-        if before == document and (organization is None or organization.pk == locked.organization_id):
+        if before == document:
+            if organization is not None and organization.pk != locked.organization_id:
+                # A move to another organization changes scope, not content: audited, no version.
+                previous = locked.organization_id
+                Workflow.objects.filter(pk=locked.pk).update(organization=organization)
+                audit_record(action="update", object_type="workflow", object_id=locked.pk,
+                             object_repr=f"{locked.name} (v{locked.version})", user=user,
+                             before={"organization": previous}, after={"organization": organization.pk},
+                             extra={"version": locked.version})
+                locked.refresh_from_db()
             return locked
         locked.version += 1
         _apply_fields(locked, document)

@@ -68,3 +68,17 @@ def test_pipeline_labels_scope_and_filters(org_setup):
     assert [p["id"] for p in colleague.get("/api/v1/pipelines/?tag=web&category=thumbs").json()["results"]] == [pipeline_id]
     assert colleague.get("/api/v1/pipelines/?tag=other").json()["results"] == []
     assert Pipeline.objects.get(pk=pipeline_id).version == 1
+
+
+def test_moving_a_workflow_into_an_organization_is_audited_without_a_new_version(org_setup):
+    from imageflow.audit.models import AuditEntry
+
+    org, author, colleague, _ = org_setup
+    created = author.post("/api/v1/workflows/", sample_document(), format="json").json()
+    url = f"/api/v1/workflows/{created['id']}/"
+    assert colleague.get(url).status_code == 404
+    moved = author.put(url, {**sample_document(), "version": 1, "organization": str(org.pk)}, format="json")
+    assert moved.status_code == 200 and moved.json()["version"] == 1 and moved.json()["organization"] == str(org.pk)
+    assert colleague.get(url).status_code == 200
+    entry = AuditEntry.objects.filter(object_id=created["id"]).order_by("-created_at").first()
+    assert entry.before == {"organization": None} and entry.after == {"organization": str(org.pk)}
