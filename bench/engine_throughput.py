@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2, help="worker pool processes")
     parser.add_argument("--quick", action="store_true", help="20 images")
+    parser.add_argument("--attribution", action="store_true",
+                        help="also run the engine with the live-progress receivers (and the log shipping they "
+                             "trigger) disconnected")
     parser.add_argument("--images-per-run", type=int, default=1,
                         help="input images per run (default 1: one run per image); with more, a step processes "
                              "its images with STEP_IMAGE_CONCURRENCY threads")
@@ -77,24 +80,29 @@ def main() -> None:
         step(step(step(source, "resize", RESIZE), "grayscale", {}), "blur", BLUR)
     loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu_started
 
-    purge_queue()
-    worker = Worker(concurrency=args.workers)
-    try:
-        warm = execution_start(pipeline=pipeline, inputs=[sources[0].id], user=user)
-        while PipelineExecution.objects.filter(pk=warm.pk).values_list("status", flat=True).get() not in FINISHED_EXECUTION_STATUSES:
-            time.sleep(0.05)
-        worker_cpu_started = worker.cpu_seconds()
-        started, cpu_started = time.perf_counter(), time.process_time()
-        per_run = max(1, args.images_per_run)
-        runs = [execution_start(pipeline=pipeline, inputs=[s.id for s in sources[i:i + per_run]], user=user).pk
-                for i in range(0, count, per_run)]
-        start_cpu = time.process_time() - cpu_started
-        while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
-            time.sleep(0.1)
-        engine_seconds = time.perf_counter() - started
-        worker_cpu = worker.cpu_seconds() - worker_cpu_started
-    finally:
-        worker.stop()
+    per_run = max(1, args.images_per_run)
+
+    def engine_phase(extra_env: dict | None = None) -> tuple[list, float, float, float]:
+        purge_queue()
+        worker = Worker(concurrency=args.workers, extra_env=extra_env)
+        try:
+            warm = execution_start(pipeline=pipeline, inputs=[sources[0].id], user=user)
+            while PipelineExecution.objects.filter(pk=warm.pk).values_list("status", flat=True).get() \
+                    not in FINISHED_EXECUTION_STATUSES:
+                time.sleep(0.05)
+            worker_cpu_started = worker.cpu_seconds()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            runs = [execution_start(pipeline=pipeline, inputs=[s.id for s in sources[i:i + per_run]], user=user).pk
+                    for i in range(0, count, per_run)]
+            start_cpu = time.process_time() - cpu_started
+            while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
+                time.sleep(0.1)
+            return runs, time.perf_counter() - started, worker.cpu_seconds() - worker_cpu_started, start_cpu
+        finally:
+            worker.stop()
+
+    runs, engine_seconds, worker_cpu, start_cpu = engine_phase()
+    quiet = engine_phase({"ENGINE_BENCH_NO_PROGRESS": "1"}) if args.attribution else None
     completed = PipelineExecution.objects.filter(pk__in=runs, status="completed").count()
     window = ComponentExecution.objects.filter(execution_id__in=runs).aggregate(first=Min("started_at"),
                                                                                  last=Max("completed_at"))
@@ -109,6 +117,11 @@ def main() -> None:
           f"{busy_seconds:.1f} s; ratio {count / busy_seconds / loop_rate:.2f}x)")
     print(f"  CPU per image            : loop {1000 * loop_cpu / count:.0f} ms; engine {1000 * worker_cpu / count:.0f} ms "
           f"in the workers + {1000 * start_cpu / count:.0f} ms starting the run (this process)")
+    if quiet:
+        _, quiet_seconds, quiet_cpu, _ = quiet
+        print(f"  engine without live-progress receivers/log shipping: {count / quiet_seconds:6.2f} images/s "
+              f"(ratio {count / quiet_seconds / loop_rate:.2f}x), {1000 * quiet_cpu / count:.0f} ms CPU per image "
+              f"in the workers")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 from django.conf import settings
+from django.db import close_old_connections
 
 from executions import services
 
@@ -15,6 +16,7 @@ from executions import services
     soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + 5, time_limit=settings.STEP_TIME_LIMIT_SECONDS + 30,
 )
 def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:
+    close_old_connections()  # CONN_MAX_AGE and health check (Celery's per-task close is off: CELERY_DB_REUSE_MAX)
     outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in, kwargs={"step_id": step_id, "owned_attempt": outcome.owned_attempt},
@@ -24,4 +26,5 @@ def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:
 
 @shared_task(name="executions.tasks.execution_sweep", acks_late=True)
 def execution_sweep() -> dict[str, int]:
+    close_old_connections()
     return services.execution_sweep()

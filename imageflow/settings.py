@@ -269,6 +269,11 @@ STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 4)
 # How a `runner="container"` component is started: {image} is the component's docker_image,
 # {output_dir} the step's output directory (mounted at the same path in the container).
 CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i -v {output_dir}:{output_dir} {image}")
+# Celery's Django fixup closes the database connection before and after every task unless this
+# is set (then only every 2*Nth); engine tasks call close_old_connections() themselves, which
+# applies CONN_MAX_AGE and the health check. scripts/run.sh sets 1000 for its worker; it stays off
+# by default because an in-process test worker would keep its connection past the test database.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 0) or None
 CELERY_BEAT_SCHEDULE = {
     "executions-sweep-stale-steps": {
         "task": "executions.tasks.execution_sweep",

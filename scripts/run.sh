@@ -22,6 +22,8 @@ if "$PY" manage.py help load_demo >/dev/null 2>&1; then
 fi
 
 mkdir -p var/log var/run
+# Reuse database connections across tasks (see CELERY_DB_REUSE_MAX in settings.py).
+CELERY_DB_REUSE_MAX="${CELERY_DB_REUSE_MAX:-1000}" \
 "$VENV/bin/celery" -A imageflow worker --beat --loglevel=INFO --concurrency="$WORKER_CONCURRENCY" \
   --schedule="$ROOT/var/run/celerybeat-schedule" >>var/log/celery.log 2>&1 &
 WORKER_PID=$!

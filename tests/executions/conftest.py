@@ -146,7 +146,7 @@ class ProcessWorker:
 
     def __init__(self, *, concurrency: int = 2, extra_env: dict | None = None) -> None:
         self.name = f"engine-test-{uuid.uuid4().hex[:8]}@%h"
-        env = {**os.environ, "DATABASE_NAME": connection.settings_dict["NAME"],
+        env = {**os.environ, "DATABASE_NAME": connection.settings_dict["NAME"], "CELERY_DB_REUSE_MAX": "1000",
                **{key: str(value) for key, value in FAST_ENGINE.items()}, **(extra_env or {})}
         self.log_path = ROOT / "var" / "log" / f"{self.name.split('@')[0]}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
