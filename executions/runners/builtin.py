@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from PIL import Image, ImageColor, ImageFilter, ImageOps, UnidentifiedImageError
 
 from executions.runners import RunResult, StepContext
@@ -222,7 +222,7 @@ _pool_key: tuple[int, int] | None = None
 
 def _image_pool(size: int) -> ThreadPoolExecutor:
     """One pool per worker process (re-made after a fork): its threads live on, and so do their
-    object-store clients and database connections."""
+    object-store clients."""
     global _pool, _pool_key
     if _pool is None or _pool_key != (os.getpid(), size):
         _pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="step-image")
@@ -236,10 +236,19 @@ def shutdown_image_pool() -> None:
     if _pool is not None:
         _pool.shutdown(wait=True)
     _pool, _pool_key = None, None
+    _close_pool_connections()
+
+
+def _close_pool_connections() -> None:
+    """Close the database connections the (now idle) pool threads opened, so no connection stays
+    open between steps on a thread nobody else manages (a test database must be droppable)."""
     while _pool_connections:
         _, wrapper = _pool_connections.popitem()
-        if wrapper.connection is not None:  # the raw connection: its thread is gone
-            wrapper.connection.close()
+        wrapper.inc_thread_sharing()
+        try:
+            wrapper.close()
+        finally:
+            wrapper.dec_thread_sharing()
 
 
 class BuiltinRunner:
@@ -253,7 +262,6 @@ class BuiltinRunner:
         name, params = operation.name, context.parameters
 
         def pooled(source):
-            close_old_connections()  # drops this thread's connection if unusable or past CONN_MAX_AGE
             try:
                 return one(source)
             finally:
@@ -277,6 +285,7 @@ class BuiltinRunner:
         context.owner()  # loaded once here, not by every thread
         futures = [_image_pool(size).submit(pooled, source) for source in context.inputs]
         wait(futures)  # all settle before an error propagates: no file is stored after the cleanup
+        _close_pool_connections()
         return [future.result() for future in futures]
 
     def run(self, context: StepContext) -> RunResult:
