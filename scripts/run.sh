@@ -31,4 +31,5 @@ echo "$WORKER_PID" > var/run/celery.pid
 trap 'kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true' EXIT INT TERM
 echo "run: Celery worker started (pid $WORKER_PID, log var/log/celery.log)"
 echo "run: admin http://$HOST:$PORT/admin/   API http://$HOST:$PORT/api/v1/   docs http://$HOST:$PORT/api/docs/"
-"$VENV/bin/uvicorn" imageflow.asgi:application --host "$HOST" --port "$PORT" --lifespan off
+# websockets-sansio delivered progress events with the lowest latency here (bench/live_latency.py).
+"$VENV/bin/uvicorn" imageflow.asgi:application --host "$HOST" --port "$PORT" --lifespan off --ws websockets-sansio
