@@ -22,7 +22,7 @@ from registry.models import Component, ComponentRunner
 class RunResult:
     outputs: list[File]
     metrics: dict[str, Any] = field(default_factory=dict)
-    child_cpu_seconds: float = 0.0
+    child_cpu_seconds: float = 0.0  # CPU spent outside the step's thread (an external process, pool threads)
     child_peak_memory_bytes: int = 0
     # JSON output of a step that produces data rather than files (HTTP agent/tool runner).
     data: Any = None

@@ -252,7 +252,7 @@ def _close_pool_connections() -> None:
 
 
 class BuiltinRunner:
-    def _map(self, operation: Operation, context: StepContext) -> list:
+    def _map(self, operation: Operation, context: StepContext, pool_cpu: list[float]) -> list:
         """Apply a map operation to every input. Several inputs are processed by a thread pool of
         STEP_IMAGE_CONCURRENCY threads (Pillow and the object-store I/O release the GIL);
         outputs keep the order of the inputs."""
@@ -262,9 +262,11 @@ class BuiltinRunner:
         name, params = operation.name, context.parameters
 
         def pooled(source):
+            started = time.thread_time()
             try:
                 return one(source)
             finally:
+                pool_cpu.append(time.thread_time() - started)
                 wrapper = connections[DEFAULT_DB_ALIAS]
                 _pool_connections[id(wrapper)] = wrapper
 
@@ -309,6 +311,7 @@ class BuiltinRunner:
                     time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             return RunResult(outputs=list(context.inputs), metrics={"passed_through": count})
 
+        pool_cpu: list[float] = []  # CPU seconds spent on the pool's threads
         try:
             if operation.kind == "merge":
                 loaded = [(source, _open(file_read_bytes(source), source.original_name or str(source.id)))
@@ -319,7 +322,7 @@ class BuiltinRunner:
                 outputs = [context.store_output(content=content, name=context.output_name(source, extension))]
                 context.log("info", f"{name}: {count} images -> {result.width}x{result.height} {result.mode}")
             else:
-                outputs = self._map(operation, context)
+                outputs = self._map(operation, context, pool_cpu)
         except OperationError as exc:
             raise StepFailure(f"{name}: {exc}") from exc
-        return RunResult(outputs=outputs, metrics={"images": len(outputs)})
+        return RunResult(outputs=outputs, metrics={"images": len(outputs)}, child_cpu_seconds=sum(pool_cpu))
