@@ -322,7 +322,8 @@ def _step_inputs(step: ComponentExecution, parents: dict[str, ComponentExecution
 def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     """Claim a step, run its component and record the result. Safe to call again for the same
     step at any time (duplicate delivery, redelivery after a crash): only one caller runs it."""
-    step = ComponentExecution.objects.select_related("execution", "component").filter(pk=step_id).first()
+    # order_by(): the model's default ordering ("execution", ...) would join and sort the runs table.
+    step = ComponentExecution.objects.select_related("execution", "component").filter(pk=step_id).order_by().first()
     if step is None:
         return StepOutcome(reason="no such step")
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
@@ -338,7 +339,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     now = timezone.now()
     if step.status == StepStatus.PENDING:
         parents = {p.node_id: p for p in ComponentExecution.objects.filter(
-            execution_id=step.execution_id, node_id__in=(step.input_data or {}).get("parents", []))}
+            execution_id=step.execution_id, node_id__in=(step.input_data or {}).get("parents", [])).order_by()}
         if any(p.status != StepStatus.COMPLETED for p in parents.values()):
             return StepOutcome(reason="parents not completed")
         try:
@@ -569,7 +570,7 @@ def _enqueue_ready_children(step: ComponentExecution) -> bool:
     children (then the run cannot be finished yet)."""
     children = list(ComponentExecution.objects.filter(
         execution_id=step.execution_id, status=StepStatus.PENDING,
-        input_data__parents__contains=[step.node_id]).only("id", "node_id", "input_data"))
+        input_data__parents__contains=[step.node_id]).order_by().only("id", "node_id", "input_data"))
     if not children:
         return False
     other_parents = {p for child in children for p in child.input_data.get("parents", [])} - {step.node_id}
