@@ -127,9 +127,14 @@ spawn() {
     printf '\n===== %s starting: %s\n' "$(date '+%F %T')" "$*" >>"$log"
     # The inner shell writes its own pid (it then execs the program), which
     # is correct whether or not setsid had to fork.
+    # The background subshell closes the lock first and replaces itself with the
+    # service: a subshell left waiting would hold the lock and block the next start.
     # shellcheck disable=SC2016  # $$ and $@ are for the inner shell
-    without_lock setsid bash -c 'echo $$ >"$0"; exec "$@"' "$(pid_file "$name")" "$@" \
-        >>"$log" 2>&1 </dev/null &
+    (
+        exec 9>&-
+        exec setsid bash -c 'echo $$ >"$0"; exec "$@"' "$(pid_file "$name")" "$@" \
+            >>"$log" 2>&1 </dev/null
+    ) &
     # Wait for the pid file to appear.
     local _
     for _ in $(seq 1 50); do
