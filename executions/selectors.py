@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 
 from executions.models import FINISHED_STEP_STATUSES, ComponentExecution, PipelineExecution, StepStatus
 
@@ -21,11 +21,3 @@ def execution_progress(execution: PipelineExecution) -> dict:
 
 def execution_steps(execution: PipelineExecution) -> QuerySet[ComponentExecution]:
     return execution.steps.select_related("component").order_by("created_at", "node_id")
-
-
-def execution_list_for(*, user) -> QuerySet[PipelineExecution]:
-    """Executions a user may see: staff see all, others their own."""
-    query = PipelineExecution.objects.select_related("pipeline", "created_by")
-    if user.is_staff or user.is_superuser:
-        return query
-    return query.filter(Q(created_by=user))

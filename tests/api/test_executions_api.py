@@ -11,7 +11,7 @@ from django.utils import timezone
 from executions.models import ComponentExecution, PipelineExecution
 from registry import services as registry_services
 from tests.api.conftest import definition
-from tests.factories import FileFactory, PipelineExecutionFactory, PipelineFactory
+from tests.factories import FileFactory, PipelineExecutionFactory
 
 
 @pytest.fixture

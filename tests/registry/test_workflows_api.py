@@ -1,7 +1,6 @@
 """The nested workflow API: create/read/replace/delete in one request and one transaction,
 validation, ownership, versions, diffs, restore, 409 on stale updates, idempotent creation."""
 
-import copy
 
 import pytest
 
