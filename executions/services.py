@@ -215,11 +215,17 @@ def execution_cancel(*, execution: PipelineExecution, user=None) -> PipelineExec
 
 def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
     """Re-run a failed (or cancelled) run as a new run of the same steps and inputs: completed
-    steps are not run again, their outputs are reused (recorded in `reused_from`)."""
-    if execution.status not in {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}:
-        raise ValidationError({"status": [f"Only a failed or cancelled execution can be retried, not {execution.status}."]})
-    old_steps = list(execution.steps.all())
+    steps are not run again, their outputs are reused (recorded in `reused_from`). A run is
+    retried once: asking again (a double click, two admins) returns the retry that exists."""
     with transaction.atomic():
+        execution = PipelineExecution.objects.select_for_update().get(pk=execution.pk)
+        if execution.status not in {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}:
+            raise ValidationError(
+                {"status": [f"Only a failed or cancelled execution can be retried, not {execution.status}."]})
+        existing = execution.retries.order_by("created_at").first()
+        if existing is not None:
+            return existing
+        old_steps = list(execution.steps.all())
         now = timezone.now()
         retry = PipelineExecution.objects.create(
             pipeline_id=execution.pipeline_id, pipeline_version=execution.pipeline_version,

@@ -273,3 +273,17 @@ def test_retry_reuses_completed_steps_and_runs_the_rest(diamond, user, django_ca
     assert len(callbacks) == 1  # blur is ready (its parent is reused); board waits
     progress = execution_progress(retry)
     assert (progress["completed"], progress["pending"], progress["total"], progress["percentage"]) == (2, 2, 4, 50.0)
+
+
+def test_retrying_the_same_run_twice_returns_the_one_retry(diamond, user):
+    # given a failed run
+    execution = execution_start(pipeline=diamond, inputs=[], user=user)
+    PipelineExecution.objects.filter(pk=execution.pk).update(status=ExecutionStatus.FAILED)
+    ComponentExecution.objects.filter(execution=execution).update(status=StepStatus.SKIPPED)
+    execution.refresh_from_db()
+    # when it is retried twice (a double click, two admins)
+    first = execution_retry(execution=execution, user=user)
+    second = execution_retry(execution=execution, user=user)
+    # then there is one retry, and both calls return it
+    assert first.pk == second.pk
+    assert PipelineExecution.objects.filter(retry_of=execution).count() == 1
