@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from imageflow.audit.services import audit_record
+from imageflow.exceptions import ConflictError
 from registry.models import Component, ComponentRunner, Pipeline, Workflow, WorkflowAccess, WorkflowVersion
 from registry.similarity import node_component_name
 from registry.workflow_document import ParamValueError, check_param_value, clean_document, parse_param_text
@@ -201,6 +202,9 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
         pipeline = _carrier_pipeline(workflow=workflow, version=version, definition=definition, user=user)
         execution = execution_start(pipeline=pipeline, inputs=list(inputs or []), parameters=overrides, user=user,
                                     idempotency_key=idempotency_key)
+        if execution.pipeline_id != pipeline.pk or execution.workflow_id not in (None, workflow.pk):
+            # The key already named a run of something else: never hand that run back as this apply.
+            raise ConflictError("This Idempotency-Key was already used for another pipeline or workflow run.")
         if execution.workflow_id is None:
             type(execution).objects.filter(pk=execution.pk).update(workflow=workflow, workflow_version=version)
             execution.workflow_id, execution.workflow_version = workflow.pk, version

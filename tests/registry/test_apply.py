@@ -180,3 +180,23 @@ def test_transient_agent_errors_are_retried_and_a_workflow_without_history_still
     step = ComponentExecution.objects.get(execution=execution, node_id="only")
     assert step.attempts == 2 and len(agent_server.requests) == 2  # the 503, then the answer
     assert step.output_data["data"]["parameters"] == {"x": 1}
+
+
+@pytest.mark.django_db
+def test_an_idempotency_key_reused_for_another_workflow_is_409_and_leaves_the_first_run_alone(api):
+    # given a run applied with key k1
+    first = api.post("/api/v1/workflows/", sample_document(), format="json").json()
+    second = api.post("/api/v1/workflows/", sample_document(name="Another workflow"), format="json").json()
+    applied = api.post(f"/api/v1/workflows/{first['id']}/apply/", {"params": {"url": "http://x"}}, format="json",
+                       HTTP_IDEMPOTENCY_KEY="k1")
+    assert applied.status_code == 202, applied.json()
+    # when the same key applies the same workflow again, and then another workflow
+    repeated = api.post(f"/api/v1/workflows/{first['id']}/apply/", {"params": {"url": "http://x"}}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="k1")
+    clash = api.post(f"/api/v1/workflows/{second['id']}/apply/", {"params": {"url": "http://x"}}, format="json",
+                     HTTP_IDEMPOTENCY_KEY="k1")
+    # then the repeat is the same run, the clash is a 409, and the one run still belongs to the first
+    assert repeated.status_code == 202 and repeated.json() == applied.json()
+    assert clash.status_code == 409, clash.json()
+    run = PipelineExecution.objects.get()
+    assert str(run.workflow_id) == first["id"]
