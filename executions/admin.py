@@ -16,6 +16,9 @@ class ComponentExecutionInline(admin.TabularInline):
     readonly_fields = fields
     ordering = ("created_at",)
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("component", "reused_from")
+
     def has_add_permission(self, request, obj=None):
         return False
 

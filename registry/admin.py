@@ -45,6 +45,9 @@ class PipelineVersionInline(admin.TabularInline):
     fields = ("version", "name", "created_by", "created_at", "definition_pretty")
     readonly_fields = fields
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by")
+
     @admin.display(description="definition")
     def definition_pretty(self, obj):
         return pretty_json(obj.definition)
@@ -60,7 +63,7 @@ class PipelineAdmin(ImageFlowModelAdmin):
     filter_horizontal = ("tags",)
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
-    list_select_related = ("created_by",)
+    list_select_related = ("created_by", "organization")
     raw_id_fields = ("created_by",)
     inlines = [PipelineVersionInline]
     actions = [run_pipelines]
@@ -102,6 +105,13 @@ class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
         if db_field.name in {"parent_node", "child_node"}:
             workflow_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
             kwargs["queryset"] = WorkflowNode.objects.filter(workflow_id=workflow_id) if workflow_id else WorkflowNode.objects.none()
+            field = super().formfield_for_foreignkey(db_field, request, **kwargs)
+            # Both dropdowns of every edge row list the same nodes: read them once per request
+            # (each row's form would otherwise run the query again).
+            if not hasattr(request, "_workflow_node_choices"):
+                request._workflow_node_choices = list(field.choices)
+            field.choices = request._workflow_node_choices
+            return field
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
@@ -118,6 +128,9 @@ class WorkflowVersionInline(admin.TabularInline):
     fields = ("version", "change", "restored_from", "created_by", "created_at")
     readonly_fields = fields
     ordering = ("-version",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by")
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -98,3 +98,32 @@ def test_workflow_page_shows_nodes_edges_and_params_inline(staff_client):
     assert edge.parent_node.name in html and edge.child_node.name in html
     assert "temperature" in html
     assert "edges-TOTAL_FORMS" in html
+
+
+def _queries_for(client, url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.get(url).status_code == 200
+    return len(captured)
+
+
+def test_workflow_and_execution_pages_do_not_query_per_row(staff_client):
+    # given a workflow with 2 edges and one with 8, a run with 2 steps and one with 8
+    small, large = factories.WorkflowFactory(), factories.WorkflowFactory()
+    for workflow, count in ((small, 2), (large, 8)):
+        for _ in range(count):
+            factories.WorkflowEdgeFactory(workflow=workflow)
+    short, long = factories.PipelineExecutionFactory(), factories.PipelineExecutionFactory()
+    for execution, count in ((short, 2), (long, 8)):
+        for _ in range(count):
+            factories.ComponentExecutionFactory(execution=execution)
+    # then the page of the bigger one costs no more queries (after one warm-up request that fills
+    # per-process caches such as content types)
+    workflow_url = lambda w: _url(type(w), "change", w.pk)  # noqa: E731
+    _queries_for(staff_client, workflow_url(small))
+    assert _queries_for(staff_client, workflow_url(large)) == _queries_for(staff_client, workflow_url(small))
+    execution_url = lambda e: _url(type(e), "change", e.pk)  # noqa: E731
+    _queries_for(staff_client, execution_url(short))
+    assert _queries_for(staff_client, execution_url(long)) == _queries_for(staff_client, execution_url(short))
