@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin
 
 from executions.admin_actions import run_pipelines
@@ -155,11 +156,42 @@ def apply_with_defaults(modeladmin, request, queryset):
                                     messages.SUCCESS)
 
 
+class WorkflowAdminForm(forms.ModelForm):
+    """Carries the version the page was loaded at: saving over a newer version (an API edit made
+    meanwhile) is refused instead of silently overwriting it, as in the API (409)."""
+
+    based_on_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
+
+    class Meta:
+        model = Workflow
+        fields = "__all__"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.instance._state.adding:
+            self.fields["based_on_version"].initial = self.instance.version
+
+    def clean(self):
+        data = super().clean()
+        if not self.instance._state.adding:
+            # The admin's change view runs in one transaction: the lock holds until it commits.
+            current = Workflow.objects.select_for_update().values_list("version", flat=True).get(pk=self.instance.pk)
+            based_on = data.get("based_on_version")
+            if based_on != current:
+                raise forms.ValidationError(
+                    f"This workflow changed while you edited it: it is at version {current}, this page was "
+                    f"loaded at version {based_on}. Reload the page and make your change again.",
+                    code="stale_version",
+                )
+        return data
+
+
 @admin.register(Workflow)
 class WorkflowAdmin(ImageFlowModelAdmin):
     """Edits through the form and its inlines become a new version (snapshot + audit entry) once
     saved, and deletes go through the service, exactly like API writes."""
 
+    form = WorkflowAdminForm
     list_display = ("name", "version", "category", "organization", "created_by", "apply_count", "read_count",
                     "updated_at")
     list_filter = ("updated_at", "category", "tags", "organization")

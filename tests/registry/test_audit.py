@@ -48,7 +48,7 @@ def test_admin_add_change_delete_of_a_workflow_make_versions_and_audit_entries(s
     assert created.after["nodes"][0]["name"] == "Think"
     # when: renamed in the admin
     node = workflow.nodes.get()
-    data.update({"name": "Admin renamed", **_inline_management("nodes", total=1, initial=1),
+    data.update({"name": "Admin renamed", "based_on_version": "1", **_inline_management("nodes", total=1, initial=1),
                  "nodes-0-id": str(node.pk), "nodes-0-workflow": str(workflow.pk),
                  **_inline_management("versions", total=1, initial=1),
                  "versions-0-id": str(workflow.versions.get().pk), "versions-0-workflow": str(workflow.pk)})
