@@ -171,7 +171,10 @@ def _carrier_pipeline(*, workflow: Workflow, version: int, definition: dict, use
     from executions.models import PipelineExecution
     from registry.services import pipeline_create
 
-    previous = (PipelineExecution.objects.filter(workflow=workflow, workflow_version=version)
+    # The carrier belongs to the applying user, so their run never points at a pipeline they cannot see.
+    owner = user if getattr(user, "is_authenticated", False) else None
+    previous = (PipelineExecution.objects.filter(workflow=workflow, workflow_version=version,
+                                                 pipeline__created_by=owner)
                 .values_list("pipeline_id", flat=True).first())
     if previous is not None:
         pipeline = Pipeline.objects.filter(pk=previous, definition=definition).first()
@@ -179,7 +182,7 @@ def _carrier_pipeline(*, workflow: Workflow, version: int, definition: dict, use
             return pipeline
     pipeline = pipeline_create(name=f"workflow: {workflow.name} v{version}"[:255],
                                description=f"Materialized from workflow {workflow.pk} version {version} to apply it.",
-                               definition=definition, created_by=user if getattr(user, "is_authenticated", False) else None)
+                               definition=definition, created_by=owner)
     Pipeline.objects.filter(pk=pipeline.pk).update(category=CARRIER_CATEGORY, organization=workflow.organization)
     return pipeline
 
@@ -199,6 +202,8 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
     overrides = {key: node_parameters(spec=spec, workflow=workflow, version=version, params=resolved)
                  for key, spec in specs.items()}
     with transaction.atomic():
+        # One apply of a workflow at a time finds or creates its carrier: no twin carriers.
+        Workflow.objects.select_for_update().filter(pk=workflow.pk).exists()
         pipeline = _carrier_pipeline(workflow=workflow, version=version, definition=definition, user=user)
         execution = execution_start(pipeline=pipeline, inputs=list(inputs or []), parameters=overrides, user=user,
                                     idempotency_key=idempotency_key)

@@ -200,3 +200,24 @@ def test_an_idempotency_key_reused_for_another_workflow_is_409_and_leaves_the_fi
     assert clash.status_code == 409, clash.json()
     run = PipelineExecution.objects.get()
     assert str(run.workflow_id) == first["id"]
+
+
+@pytest.mark.django_db
+def test_each_user_applies_through_a_pipeline_of_their_own(api, user):
+    # given a workflow applied by a staff member first
+    from rest_framework.test import APIClient
+
+    from tests.factories import StaffFactory
+
+    created = api.post("/api/v1/workflows/", sample_document(), format="json").json()
+    staff = APIClient()
+    staff.force_authenticate(StaffFactory())
+    assert staff.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": {"url": "http://x"}},
+                      format="json").status_code == 202
+    # when its owner applies the same version
+    response = api.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": {"url": "http://x"}}, format="json")
+    # then the owner's run goes through a pipeline the owner can see
+    assert response.status_code == 202, response.json()
+    run = PipelineExecution.objects.get(created_by=user)
+    assert run.pipeline.created_by == user
+    assert api.get(f"/api/v1/pipelines/{run.pipeline_id}/").status_code == 200
