@@ -17,16 +17,13 @@ and a client (or the WebSocket consumer) that sees a gap can fill it from the hi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
 import threading
 from typing import Any
 from uuid import UUID
 
 import redis
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 from django.dispatch import receiver
@@ -37,6 +34,7 @@ from executions.models import (
     FINISHED_STEP_STATUSES,
     ComponentExecution,
     PipelineExecution,
+    progress_percentage,
 )
 from executions.signals import execution_status_changed, step_status_changed
 
@@ -44,9 +42,14 @@ logger = logging.getLogger(__name__)
 
 EVENT_MESSAGE_TYPE = "progress.event"  # the consumer's handler: progress_event()
 
-# KEYS: seq counter, history list; ARGV: event JSON object without seq (non-empty), history
-# length, ttl seconds. The number goes in front of the object's first key, so the JSON written by
-# Python is kept as is (floats stay floats).
+# One round trip per event: number it, append it to the run's history, trim and expire the
+# history, and publish it to the run's channel-layer group, atomically (a watcher can never get an
+# event that the history does not have, nor miss one the history has, except by disconnecting).
+# KEYS: seq counter, history list, the group's pub/sub channel; ARGV: event JSON object without
+# seq (non-empty), history length, ttl seconds, "1" if final. The number goes in front of the
+# object's first key, so the JSON written by Python is kept as is (floats stay floats). The
+# published message is the channel layer's own (JSON serializer, see CHANNEL_LAYERS):
+# {"type": "progress.event", "seq": n, "final": bool, "text": <the event's JSON>}.
 _PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', KEYS[1])
 local text = '{"seq": ' .. seq .. ', ' .. string.sub(ARGV[1], 2)
@@ -54,6 +57,8 @@ redis.call('RPUSH', KEYS[2], text)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+redis.call('PUBLISH', KEYS[3], cjson.encode({type = '""" + EVENT_MESSAGE_TYPE + """', seq = seq,
+                                              final = (ARGV[4] == '1'), text = text}))
 return text
 """
 
@@ -103,7 +108,7 @@ def _progress(execution_id: UUID | str) -> dict[str, Any]:
         "execution_status": status,
         "completed_steps": finished,
         "total_steps": total,
-        "percentage": round(100.0 * finished / total, 1) if total else 0.0,
+        "percentage": progress_percentage(finished, total),
     }
 
 
@@ -146,7 +151,7 @@ def snapshot(execution_id: UUID | str) -> dict[str, Any] | None:
         "error_message": execution["error_message"],
         "completed_steps": finished,
         "total_steps": total,
-        "percentage": round(100.0 * finished / total, 1) if total else 0.0,
+        "percentage": progress_percentage(finished, total),
         "steps": [
             {"step_id": str(step["id"]), "node_id": step["node_id"], "status": step["status"],
              "started_at": _iso(step["started_at"]), "completed_at": _iso(step["completed_at"]),
@@ -162,51 +167,44 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-class _LayerSender:
-    """Sends to the channel layer from synchronous code (workers, services) through one event
-    loop kept in a background thread, so the layer's Redis connection stays open between events
-    (async_to_sync would start a loop and a connection per event). A forked process (a Celery
-    prefork child) starts its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._pid: int | None = None
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None or self._pid != os.getpid():
-            with self._lock:
-                if self._loop is None or self._pid != os.getpid():
-                    loop = asyncio.new_event_loop()
-                    threading.Thread(target=loop.run_forever, name="progress-events", daemon=True).start()
-                    self._loop, self._pid = loop, os.getpid()
-        return self._loop
-
-    def group_send(self, group: str, message: dict, *, timeout: float = 5.0) -> None:
-        layer = get_channel_layer()
-        future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), self._running_loop())
-        future.result(timeout)
+def group_channel(execution_id: UUID | str) -> str:
+    """The Redis pub/sub channel of a run's group, as channels_redis's pub/sub layer names it
+    (`<prefix>__group__<group>`; tests check it against the layer)."""
+    prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "asgi")
+    return f"{prefix}__group__{group_name(execution_id)}"
 
 
-_sender = _LayerSender()
+_scripts: dict[int, Any] = {}
 
 
 def publish(event: dict[str, Any]) -> dict[str, Any]:
-    """Numbers the event, appends it to the run's history and sends it to the run's group."""
+    """Numbers the event, appends it to the run's history and sends it to the run's group, in one
+    Redis round trip from the caller (the engine publishes in commit order, before it enqueues
+    the steps a change made ready, so a watcher never sees a child start before its parent
+    finished, whichever process runs the child)."""
+    client = redis_client()
+    script = _scripts.get(id(client))
+    if script is None:
+        script = _scripts[id(client)] = client.register_script(_PUBLISH_SCRIPT)
     execution_id = event["execution_id"]
-    text = redis_client().eval(
-        _PUBLISH_SCRIPT, 2, seq_key(execution_id), history_key(execution_id),
-        json.dumps(event), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
+    text = script(
+        keys=[seq_key(execution_id), history_key(execution_id), group_channel(execution_id)],
+        args=[json.dumps(event), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
+              "1" if event.get("final") else "0"],
     )
-    numbered = json.loads(text)
-    # The JSON text travels as is: each watching consumer sends it without encoding it again.
-    _sender.group_send(group_name(execution_id), {
-        "type": EVENT_MESSAGE_TYPE, "seq": numbered["seq"], "final": bool(numbered.get("final")), "text": text,
-    })
-    return numbered
+    return json.loads(text)
 
 
-def execution_event(*, execution_id, status: str, previous_status: str) -> dict[str, Any]:
+def _counts(execution_id, progress: dict[str, Any] | None) -> dict[str, Any]:
+    if progress is None:
+        return _progress(execution_id)
+    finished, total = progress["completed_steps"], progress["total_steps"]
+    return {"execution_status": progress["execution_status"], "completed_steps": finished, "total_steps": total,
+            "percentage": progress_percentage(finished, total)}
+
+
+def execution_event(*, execution_id, status: str, previous_status: str,
+                    progress: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "type": "execution",
         "execution_id": str(execution_id),
@@ -214,14 +212,15 @@ def execution_event(*, execution_id, status: str, previous_status: str) -> dict[
         "step_id": None,
         "status": status,
         "previous_status": previous_status,
-        **_progress(execution_id),
+        **_counts(execution_id, progress),
         "execution_status": status,
         "timestamp": timezone.now().isoformat(),
         "final": status in FINISHED_EXECUTION_STATUSES,
     }
 
 
-def step_event(*, execution_id, step_id, node_id: str, status: str, previous_status: str) -> dict[str, Any]:
+def step_event(*, execution_id, step_id, node_id: str, status: str, previous_status: str,
+               progress: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "type": "step",
         "execution_id": str(execution_id),
@@ -229,7 +228,7 @@ def step_event(*, execution_id, step_id, node_id: str, status: str, previous_sta
         "step_id": str(step_id),
         "status": status,
         "previous_status": previous_status,
-        **_progress(execution_id),
+        **_counts(execution_id, progress),
         "timestamp": timezone.now().isoformat(),
         "final": False,
     }
@@ -239,26 +238,28 @@ def step_event(*, execution_id, step_id, node_id: str, status: str, previous_sta
 # never breaks the engine: the database stays the truth and clients resync from a snapshot.
 
 @receiver(execution_status_changed, dispatch_uid="executions.events.on_execution_status_changed")
-def on_execution_status_changed(sender, *, execution_id, status, previous_status, **kwargs) -> None:
+def on_execution_status_changed(sender, *, execution_id, status, previous_status, progress=None, **kwargs) -> None:
     try:
-        event = publish(execution_event(execution_id=execution_id, status=status, previous_status=previous_status))
+        event = publish(execution_event(execution_id=execution_id, status=status, previous_status=previous_status,
+                                        progress=progress))
     except Exception:
         logger.exception("could not publish the progress event of execution %s", execution_id)
         return
     if event["final"]:
         # The run's last lines become searchable now rather than at the next periodic run.
         try:
-            from executions.logstore.tasks import ship_logs
+            from executions.logstore.tasks import ship_soon
 
-            ship_logs.delay()
+            ship_soon()
         except Exception:
             logger.warning("could not enqueue log shipping after execution %s ended", execution_id, exc_info=True)
 
 
 @receiver(step_status_changed, dispatch_uid="executions.events.on_step_status_changed")
-def on_step_status_changed(sender, *, execution_id, step_id, node_id, status, previous_status, **kwargs) -> None:
+def on_step_status_changed(sender, *, execution_id, step_id, node_id, status, previous_status, progress=None,
+                           **kwargs) -> None:
     try:
         publish(step_event(execution_id=execution_id, step_id=step_id, node_id=node_id, status=status,
-                           previous_status=previous_status))
+                           previous_status=previous_status, progress=progress))
     except Exception:
         logger.exception("could not publish the progress event of step %s", step_id)

@@ -47,6 +47,11 @@ FINISHED_STEP_STATUSES = frozenset(
 )
 
 
+def progress_percentage(finished: int, total: int) -> float:
+    """The share of a run's steps in a finished status; a run without steps has nothing left."""
+    return round(100.0 * finished / total, 1) if total else 100.0
+
+
 class PipelineExecution(TimestampedModel):
     pipeline = models.ForeignKey("registry.Pipeline", on_delete=models.PROTECT, related_name="executions")
     pipeline_version = models.IntegerField(help_text="The pipeline version this run executes.")
@@ -113,6 +118,12 @@ class ComponentExecution(TimestampedModel):
     started_at = models.DateTimeField(blank=True, null=True)
     completed_at = models.DateTimeField(blank=True, null=True)
     worker = models.CharField(max_length=255, blank=True, default="", help_text="host:pid of the worker running the step.")
+    waiting_parents = models.IntegerField(
+        default=0,
+        help_text="Parents of a pending step not completed yet: each parent's completion counts it down "
+                  "in the same statement, and the one that reaches 0 enqueues the step (a row lock, so two "
+                  "parents finishing at once cannot both miss it). The claim still checks the parents.",
+    )
     reused_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reused_by",
         help_text="The completed step of an earlier run whose outputs this step reuses (retry from failure).",

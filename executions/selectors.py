@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from django.db.models import Count, QuerySet
 
-from executions.models import FINISHED_STEP_STATUSES, ComponentExecution, PipelineExecution, StepStatus
+from executions.models import (
+    FINISHED_STEP_STATUSES,
+    ComponentExecution,
+    PipelineExecution,
+    StepStatus,
+    progress_percentage,
+)
 
 
 def execution_progress(execution: PipelineExecution) -> dict:
@@ -15,7 +21,7 @@ def execution_progress(execution: PipelineExecution) -> dict:
     finished = sum(counts.get(status, 0) for status in FINISHED_STEP_STATUSES)
     progress = {status.value: counts.get(status.value, 0) for status in StepStatus}
     progress.update(total=total, finished=finished,
-                    percentage=round(100.0 * finished / total, 1) if total else 100.0)
+                    percentage=progress_percentage(finished, total))
     return progress
 
 

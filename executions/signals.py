@@ -6,8 +6,11 @@ observers connect receivers, so the engine does not know who listens.
 
 from django.dispatch import Signal
 
-# kwargs: execution_id (UUID), status (str), previous_status (str)
+# kwargs: execution_id (UUID), status (str), previous_status (str); optional progress: the run's
+# counts as the change's own statement saw them ({"execution_status", "completed_steps",
+# "total_steps"}), so observers need not read them again.
 execution_status_changed = Signal()
 
-# kwargs: execution_id (UUID), step_id (UUID), node_id (str), status (str), previous_status (str)
+# kwargs: execution_id (UUID), step_id (UUID), node_id (str), status (str), previous_status (str);
+# optional progress as above.
 step_status_changed = Signal()

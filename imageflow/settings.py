@@ -263,6 +263,13 @@ STEP_MAX_ATTEMPTS = env.int("STEP_MAX_ATTEMPTS", 3)
 # Transient errors (object store unavailable, connection reset) retry with exponential backoff.
 STEP_TRANSIENT_RETRIES = env.int("STEP_TRANSIENT_RETRIES", 4)
 STEP_RETRY_BACKOFF_SECONDS = env.float("STEP_RETRY_BACKOFF_SECONDS", 2.0)
+# Step bookkeeping (claim, completion, failure) commits without waiting for the WAL flush unless
+# this is on; a PostgreSQL crash can then lose the last fraction of a second of it, which the
+# sweep redoes (see executions.services._bookkeeping). On: every transition is durable at once.
+ENGINE_SYNCHRONOUS_COMMIT = env.bool("ENGINE_SYNCHRONOUS_COMMIT", False)
+# The engine's claim and completion statements run as server-side prepared statements (planned
+# once per connection). Off for a transaction-pooling PgBouncer older than 1.21.
+ENGINE_PREPARED_STATEMENTS = env.bool("ENGINE_PREPARED_STATEMENTS", True)
 EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS", 30.0)
 # Threads a built-in step uses to process several input images at once (1 = one after another).
 STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 4)
@@ -294,7 +301,10 @@ CHANNEL_LAYER_PREFIX = env.str("CHANNEL_LAYER_PREFIX", "imageflow")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL], "prefix": f"{CHANNEL_LAYER_PREFIX}:asgi"},
+        # JSON messages: the engine publishes progress events from a Redis script in this format
+        # (executions.events.publish), so the layer must not encrypt or prefix them.
+        "CONFIG": {"hosts": [CHANNEL_LAYER_REDIS_URL], "prefix": f"{CHANNEL_LAYER_PREFIX}:asgi",
+                   "serializer_format": "json"},
     }
 }
 PROGRESS_EVENT_HISTORY = env.int("PROGRESS_EVENT_HISTORY", 5000)  # events kept per run for replay

@@ -21,3 +21,18 @@ def ship_logs(max_batches: int = 50) -> int:
         logger.warning("log shipping postponed: %s", exc)
         return 0
     return result.shipped
+
+
+SHIP_SOON_KEY = "executions:logstore:ship-soon"
+
+
+def ship_soon(*, window_seconds: int = 1) -> bool:
+    """Asks for a shipping run now (a run just ended: its last lines should be searchable without
+    waiting for the periodic one), at most once per window however many runs end in it: a burst of
+    short runs must not turn into a burst of shipping tasks. True if a run was enqueued."""
+    from django.core.cache import cache
+
+    if not cache.add(SHIP_SOON_KEY, 1, timeout=window_seconds):
+        return False
+    ship_logs.delay()
+    return True

@@ -3,6 +3,7 @@ project's ASGI application: origin check, session/token auth, routing, consumer)
 
 import asyncio
 import json
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -197,6 +198,19 @@ def test_a_gap_in_the_stream_is_filled_from_the_history_in_order(token_for):
 
 
 def _append_to_history_only(event):
+    # the publishing script, with its broadcast sent to a channel nobody listens on
     client = events.redis_client()
-    client.eval(events._PUBLISH_SCRIPT, 2, events.seq_key(event["execution_id"]),
-                events.history_key(event["execution_id"]), json.dumps(event), 100, 60)
+    client.eval(events._PUBLISH_SCRIPT, 3, events.seq_key(event["execution_id"]),
+                events.history_key(event["execution_id"]), "nobody-listens-here", json.dumps(event), 100, 60, "0")
+
+
+def test_events_are_published_on_the_channel_layers_own_group_channel():
+    # The engine publishes from a Redis script, so the channel it names must be the layer's.
+    from channels.layers import get_channel_layer
+
+    execution_id = uuid.uuid4()
+
+    async def layer_name():
+        return get_channel_layer()._get_layer()._get_group_channel_name(events.group_name(execution_id))
+
+    assert run(layer_name()) == events.group_channel(execution_id)
