@@ -56,6 +56,33 @@ def _record(*, execution_id, level, message, step_id, node_id, component, extra,
     )
 
 
+def build(
+    *,
+    execution_id: UUID,
+    level: str,
+    message: str,
+    step_id: UUID | None = None,
+    node_id: str | None = None,
+    component: str | None = None,
+    **extra: Any,
+):
+    """A validated record, not saved: for a caller that inserts it in its own statement (the
+    engine's claim and completion write their log line in the statement that changes the step);
+    such a caller calls `echo` once the line is stored."""
+    return _record(execution_id=execution_id, level=level, message=message, step_id=step_id, node_id=node_id,
+                   component=component, extra=extra, timestamp=None)
+
+
+def echo(record) -> None:
+    """The record on the process's console (logger `imageflow.executions`)."""
+    logger.log(
+        logging.getLevelName(record.level.upper()),
+        record.message,
+        extra={"execution_id": str(record.execution_id), "step_id": str(record.step_id) if record.step_id else None,
+               "node_id": record.node_id, "component": record.component, "fields": record.extra},
+    )
+
+
 def emit(
     *,
     execution_id: UUID,
@@ -71,12 +98,7 @@ def emit(
         component=component, extra=extra, timestamp=None,
     )
     record.save(force_insert=True)
-    logger.log(
-        logging.getLevelName(record.level.upper()),
-        record.message,
-        extra={"execution_id": str(execution_id), "step_id": str(step_id) if step_id else None,
-               "node_id": node_id, "component": component, "fields": record.extra},
-    )
+    echo(record)
 
 
 def emit_lines(

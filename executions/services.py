@@ -10,6 +10,7 @@ enqueue, their common child. Image work happens outside any transaction.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -28,7 +29,7 @@ from django.db.utils import OperationalError as DatabaseOperationalError
 from django.db.models import Q
 from django.utils import timezone
 
-from executions import logs, signals
+from executions import engine_sql, logs, signals
 from executions.models import (
     EXECUTION_TRANSITIONS,
     FINISHED_EXECUTION_STATUSES,
@@ -43,6 +44,7 @@ from files.models import File
 from registry.dag import merge_parameters, validate_definition
 from registry.models import Pipeline
 
+logger = logging.getLogger(__name__)
 
 
 def worker_id() -> str:
@@ -159,6 +161,7 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
         steps = [
             ComponentExecution(
                 execution=execution, component=node.component, node_id=node.id, status=StepStatus.PENDING,
+                waiting_parents=len(dag.parents[node.id]),
                 input_data={
                     "component": {"name": node.component.name, "version": node.component.version,
                                   "runner": node.component.runner},
@@ -186,6 +189,8 @@ def _enqueue_on_commit(step_ids: Iterable) -> None:
     def send() -> None:
         from executions.tasks import step_run
 
+        # Registered after the signals of the change that made these steps ready, so its progress
+        # events are out before any of them can start (executions.events.publish).
         for step_id in ids:
             step_run.apply_async(args=[step_id])
 
@@ -233,6 +238,7 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
             workflow_id=execution.workflow_id, workflow_version=execution.workflow_version,  # applied workflows
         )
         new_steps = []
+        old_status = {old.node_id: old.status for old in old_steps}  # completed ones are reused as completed
         for old in old_steps:
             data = dict(old.input_data or {})
             if old.status == StepStatus.COMPLETED:
@@ -246,8 +252,10 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
             else:
                 if data.get("parents"):
                     data["inputs"] = None
+                waiting = sum(1 for parent in data.get("parents") or [] if old_status.get(parent) != StepStatus.COMPLETED)
                 new_steps.append(ComponentExecution(execution=retry, component_id=old.component_id,
-                                                    node_id=old.node_id, status=StepStatus.PENDING, input_data=data))
+                                                    node_id=old.node_id, status=StepStatus.PENDING, input_data=data,
+                                                    waiting_parents=waiting))
         ComponentExecution.objects.bulk_create(new_steps)
         status = {s.node_id: s.status for s in new_steps}
         ready = [s.pk for s in new_steps if s.status == StepStatus.PENDING
@@ -307,13 +315,13 @@ def _worker_is_dead(worker: str) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
-def _step_inputs(step: ComponentExecution, parents: dict[str, ComponentExecution]) -> list[str]:
+def _step_inputs(step: ComponentExecution, parent_outputs: dict[str, dict | None]) -> list[str]:
     data = step.input_data or {}
     if not data.get("parents"):
         return list(data.get("inputs") or [])
     inputs: list[str] = []
     for edge in data.get("edges", []):
-        produced = list((parents[edge["from"]].output_data or {}).get("files", []))
+        produced = list((parent_outputs[edge["from"]] or {}).get("files", []))
         if edge.get("outputs") is None:
             inputs.extend(produced)
         else:
@@ -328,10 +336,22 @@ def _step_inputs(step: ComponentExecution, parents: dict[str, ComponentExecution
 def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     """Claim a step, run its component and record the result. Safe to call again for the same
     step at any time (duplicate delivery, redelivery after a crash): only one caller runs it."""
-    # order_by(): the model's default ordering ("execution", ...) would join and sort the runs table.
-    step = ComponentExecution.objects.select_related("execution", "component").filter(pk=step_id).order_by().first()
-    if step is None:
+    claim = engine_sql.claim_step(step_id=step_id, now=timezone.now(), worker=worker_id())
+    if claim is not None:  # the usual delivery: one statement claimed it and brought what it needs
+        _announce_claim(claim)
+        step, attempt = claim.fetched.step, claim.fetched.step.attempts
+        try:
+            inputs = _step_inputs(step, {node_id: output for node_id, (_, output) in claim.fetched.parents.items()})
+        except StepFailure as exc:
+            step_fail(step=step, attempt=attempt, message=str(exc))
+            return StepOutcome(reason="bad inputs")
+        return _run_claimed(step, attempt, inputs)
+
+    # Not claimable: see why.
+    fetched = engine_sql.fetch_step(step_id)
+    if fetched is None:
         return StepOutcome(reason="no such step")
+    step = fetched.step
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
     if step.status in FINISHED_STEP_STATUSES:
         logs.emit(level="debug", message=f"step {step.node_id} already {step.status}; delivery ignored",
@@ -341,96 +361,147 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
         if step.status == StepStatus.PENDING:
             step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.CANCELLED, completed_at=timezone.now())
         return StepOutcome(reason=f"execution {step.execution.status}")
-
-    now = timezone.now()
     if step.status == StepStatus.PENDING:
-        parents = {p.node_id: p for p in ComponentExecution.objects.filter(
-            execution_id=step.execution_id, node_id__in=(step.input_data or {}).get("parents", [])).order_by()}
-        if any(p.status != StepStatus.COMPLETED for p in parents.values()):
-            return StepOutcome(reason="parents not completed")
-        try:
-            inputs = _step_inputs(step, parents)
-        except StepFailure as exc:
-            attempt = step.attempts + 1
-            if step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING,
-                               attempts=attempt, started_at=now, heartbeat_at=now, worker=worker_id()):
-                step_fail(step=step, attempt=attempt, message=str(exc))
-            return StepOutcome(reason="bad inputs")
-        attempt = step.attempts + 1
-        with transaction.atomic():  # the claim and its log line: one commit
-            claimed = step_transition(
-                step=step, expected=StepStatus.PENDING, to=StepStatus.RUNNING, log=False, attempts=attempt,
-                started_at=now, heartbeat_at=now, worker=worker_id(),
-                input_data={**(step.input_data or {}), "inputs": inputs},
-            )
-            if claimed:
-                _log_started(step, attempt)
-        if not claimed:
-            return StepOutcome(reason="claimed by another delivery")
-        step.input_data = {**(step.input_data or {}), "inputs": inputs}
-        if step.execution.status == ExecutionStatus.PENDING:
-            execution_transition(execution_id=step.execution_id, expected=ExecutionStatus.PENDING,
-                                 to=ExecutionStatus.RUNNING, started_at=now)
-    else:  # running: ours after a transient error, or someone else's (alive or silent)
-        cutoff = now - timedelta(seconds=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS)
-        own = owned_attempt is not None and owned_attempt == step.attempts
-        stale = step.heartbeat_at is None or step.heartbeat_at < cutoff or _worker_is_dead(step.worker)
-        if not own and not stale:
-            return StepOutcome(retry_in=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS, reason="running elsewhere")
-        if not own and step.attempts >= settings.STEP_MAX_ATTEMPTS:
-            step_fail(step=step, attempt=step.attempts,
-                      message=f"worker lost {step.attempts} times (last {step.worker or 'unknown'}); giving up")
-            return StepOutcome(reason="too many attempts")
-        attempt = step.attempts + 1
-        with transaction.atomic():
-            took = ComponentExecution.objects.filter(
-                pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
-            ).update(attempts=attempt, heartbeat_at=now, worker=worker_id()) == 1
-            if took:
-                if not own:
-                    logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
-                                                        f"running it again (attempt {attempt})", event="step_takeover",
-                              **ids)
-                _log_started(step, attempt)
-        if not took:
-            return StepOutcome(reason="taken over by another delivery")
-        step.attempts, step.worker = attempt, worker_id()
-    return _run_claimed(step, attempt)
+        # Its parents had not all completed when the claim looked; the last one to complete
+        # enqueues it (and the sweep re-queues a ready step whose message was lost).
+        return StepOutcome(reason="parents not completed")
+
+    # running: ours after a transient error, or someone else's (alive or silent)
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS)
+    own = owned_attempt is not None and owned_attempt == step.attempts
+    stale = step.heartbeat_at is None or step.heartbeat_at < cutoff or _worker_is_dead(step.worker)
+    if not own and not stale:
+        return StepOutcome(retry_in=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS, reason="running elsewhere")
+    if not own and step.attempts >= settings.STEP_MAX_ATTEMPTS:
+        step_fail(step=step, attempt=step.attempts,
+                  message=f"worker lost {step.attempts} times (last {step.worker or 'unknown'}); giving up")
+        return StepOutcome(reason="too many attempts")
+    attempt = step.attempts + 1
+    with transaction.atomic():
+        took = ComponentExecution.objects.filter(
+            pk=step.pk, status=StepStatus.RUNNING, attempts=step.attempts, worker=step.worker,
+        ).update(attempts=attempt, heartbeat_at=now, worker=worker_id()) == 1
+        if took:
+            if not own:
+                logs.emit(level="warning", message=f"step {step.node_id}: worker {step.worker or '?'} went silent; "
+                                                    f"running it again (attempt {attempt})", event="step_takeover",
+                          **ids)
+            _log_started(step, attempt)
+    if not took:
+        return StepOutcome(reason="taken over by another delivery")
+    step.attempts, step.worker = attempt, worker_id()
+    try:
+        inputs = _step_inputs(step, {node_id: output for node_id, (_, output) in fetched.parents.items()})
+    except StepFailure as exc:
+        step_fail(step=step, attempt=attempt, message=str(exc))
+        return StepOutcome(reason="bad inputs")
+    return _run_claimed(step, attempt, inputs)
 
 
-class _Heartbeat(threading.Thread):
-    """Keeps the claim alive and samples the worker's memory while a step runs; notices when the
-    step is no longer ours (cancelled, taken over) so a runner can stop early."""
+def _announce_claim(claim: engine_sql.Claim) -> None:
+    """The claim's console lines and progress events (its log rows are written by its statement)."""
+    step = claim.fetched.step
+    progress = {"execution_status": ExecutionStatus.RUNNING, "completed_steps": claim.counts.finished_steps,
+                "total_steps": claim.counts.total_steps}
+    if claim.run_started:
+        logs.echo(logs.build(execution_id=step.execution_id, level="info",
+                             message=f"execution {ExecutionStatus.PENDING} -> {ExecutionStatus.RUNNING}"))
+        step.execution.status = ExecutionStatus.RUNNING
+        _send_on_commit(signals.execution_status_changed, execution_id=step.execution_id,
+                        status=ExecutionStatus.RUNNING, previous_status=ExecutionStatus.PENDING, progress=progress)
+    logs.echo(logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+                         component=str(step.component), level="info",
+                         message=f"step {step.node_id} started (attempt {step.attempts}) on {step.worker}"))
+    _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
+                    node_id=step.node_id, status=StepStatus.RUNNING, previous_status=StepStatus.PENDING,
+                    progress=progress)
+
+
+class _Watch:
+    """One running step as the process's step monitor sees it."""
+
+    def __init__(self, step_pk, attempt: int, rss: int) -> None:
+        self.step_pk, self.attempt = step_pk, attempt
+        self.lost = threading.Event()  # the step is no longer ours (cancelled, taken over)
+        self.peak_rss = rss
+        self.next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
+
+
+class _StepMonitor(threading.Thread):
+    """One thread per worker process (started with its first step) that keeps the claims of the
+    running steps alive (heartbeat_at every STEP_HEARTBEAT_SECONDS), samples the process's memory
+    for their peak, and notices when a step is no longer ours so its runner can stop early. A
+    thread per step would cost a thread start and join on every step."""
 
     SAMPLE_SECONDS = 0.05
 
-    def __init__(self, step: ComponentExecution, attempt: int) -> None:
-        super().__init__(daemon=True, name=f"heartbeat-{step.pk}")
-        self.step_pk, self.attempt = step.pk, attempt
-        self.stop_event, self.lost = threading.Event(), threading.Event()
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="step-monitor")
         self.process = psutil.Process()
-        self.peak_rss = self.process.memory_info().rss
+        self.watches: set[_Watch] = set()
+        self.lock = threading.Lock()
+        self.busy = threading.Event()
+
+    def watch(self, step: ComponentExecution, attempt: int) -> _Watch:
+        watch = _Watch(step.pk, attempt, self.process.memory_info().rss)
+        with self.lock:
+            self.watches.add(watch)
+        self.busy.set()
+        return watch
+
+    def unwatch(self, watch: _Watch) -> int:
+        """Stops watching; returns the peak resident memory seen while the step ran."""
+        with self.lock:
+            self.watches.discard(watch)
+        watch.peak_rss = max(watch.peak_rss, self.process.memory_info().rss)
+        return watch.peak_rss
 
     def run(self) -> None:
-        next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
-        try:
-            while not self.stop_event.wait(self.SAMPLE_SECONDS):
-                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
-                    alive = ComponentExecution.objects.filter(
-                        pk=self.step_pk, status=StepStatus.RUNNING, attempts=self.attempt,
-                    ).update(heartbeat_at=timezone.now())
-                    if not alive:
-                        self.lost.set()
-        except Exception:  # a heartbeat failure must not kill the step; the sweep is the backstop
-            pass
-        finally:
-            connection.close()
+        while True:
+            self.busy.wait()
+            time.sleep(self.SAMPLE_SECONDS)
+            with self.lock:
+                watches = list(self.watches)
+                if not watches:
+                    self.busy.clear()
+            if not watches:
+                connection.close()  # idle: hold no database connection
+                continue
+            try:
+                self._beat(watches)
+            except Exception:  # a heartbeat failure must not kill a step; the sweep is the backstop
+                connection.close()
 
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(timeout=5)
+    def _beat(self, watches: list[_Watch]) -> None:
+        rss = self.process.memory_info().rss
+        now = time.monotonic()
+        for watch in watches:
+            watch.peak_rss = max(watch.peak_rss, rss)
+            if now >= watch.next_beat:
+                watch.next_beat = now + settings.STEP_HEARTBEAT_SECONDS
+                alive = ComponentExecution.objects.filter(
+                    pk=watch.step_pk, status=StepStatus.RUNNING, attempts=watch.attempt,
+                ).update(heartbeat_at=timezone.now())
+                if not alive:
+                    watch.lost.set()
+
+
+_monitor_lock = threading.Lock()
+_monitors: dict[int, _StepMonitor] = {}
+
+
+def _step_monitor() -> _StepMonitor:
+    """This process's monitor (a forked pool process starts its own)."""
+    pid = os.getpid()
+    monitor = _monitors.get(pid)
+    if monitor is None:
+        with _monitor_lock:
+            monitor = _monitors.get(pid)
+            if monitor is None:
+                monitor = _monitors[pid] = _StepMonitor()
+                monitor.start()
+    return monitor
 
 
 def _log_started(step: ComponentExecution, attempt: int) -> None:
@@ -439,27 +510,27 @@ def _log_started(step: ComponentExecution, attempt: int) -> None:
               event="step_started", attempt=attempt)
 
 
-def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
+def _run_claimed(step: ComponentExecution, attempt: int, input_ids: list[str]) -> StepOutcome:
     from executions.runners import StepContext, get_runner
     from files.services import file_delete
 
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
-    input_ids = list((step.input_data or {}).get("inputs") or [])
-    by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)}
-    heartbeat = _Heartbeat(step, attempt)
+    step.input_data = {**(step.input_data or {}), "inputs": input_ids}
+    by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)} if input_ids else {}
+    monitor = _step_monitor()
+    watch = monitor.watch(step, attempt)
     context = StepContext(step=step, attempt=attempt, parameters=(step.input_data or {}).get("parameters") or {},
-                          inputs=[by_id[i] for i in input_ids if i in by_id], cancelled=heartbeat.lost,
+                          inputs=[by_id[i] for i in input_ids if i in by_id], cancelled=watch.lost,
                           created_by_id=step.execution.created_by_id)
     cpu_start = time.thread_time()
     started = time.monotonic()
-    heartbeat.start()
     try:
         missing = [i for i in input_ids if i not in by_id]
         if missing:
             raise StepFailure(f"input files no longer exist: {', '.join(missing)}")
         result = get_runner(step.component).run(context)
     except Exception as exc:  # classified below: transient -> retry, anything else -> failed
-        heartbeat.stop()
+        monitor.unwatch(watch)
         for created in context.created_files:
             file_delete(file=created)
         elapsed_ms = int((time.monotonic() - started) * 1000)
@@ -475,11 +546,11 @@ def _run_claimed(step: ComponentExecution, attempt: int) -> StepOutcome:
             cause = f"gave up after {attempt} attempts: {cause}"
         step_fail(step=step, attempt=attempt, message=cause, execution_time_ms=elapsed_ms)
         return StepOutcome(reason="failed")
-    heartbeat.stop()
+    peak_rss = monitor.unwatch(watch)
     elapsed_ms = int((time.monotonic() - started) * 1000)
     cpu = time.thread_time() - cpu_start + result.child_cpu_seconds
     usage = {"cpu_seconds": round(cpu, 4),
-             "peak_memory_bytes": max(heartbeat.peak_rss, result.child_peak_memory_bytes),
+             "peak_memory_bytes": max(peak_rss, result.child_peak_memory_bytes),
              "memory_scope": "external process" if result.child_peak_memory_bytes else "worker process"}
     output_data = {"files": [str(f.id) for f in result.outputs], "metrics": result.metrics}
     if result.data is not None:
@@ -505,33 +576,41 @@ def _lock_execution(execution_id) -> PipelineExecution:
 def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, execution_time_ms: int,
                   resource_usage: dict, created_files: list[File] = ()) -> bool:
     """Record a step's result if its claim still holds; then enqueue the children that became
-    ready and finish the run when nothing is left. A lost claim discards the result's files."""
+    ready, or finish the run when the step was the last. A lost claim discards the result's files."""
     from files.services import file_delete
 
-    with transaction.atomic():
-        execution = _lock_execution(step.execution_id)
-        won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.COMPLETED, attempt=attempt,
-                              log=False, output_data=output_data, execution_time_ms=execution_time_ms,
-                              resource_usage=resource_usage, completed_at=timezone.now(), heartbeat_at=timezone.now())
-        if won:
-            logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+    line = logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
                       component=str(step.component), level="info",
                       message=f"step {step.node_id} completed in {execution_time_ms} ms: "
                               f"{len(output_data.get('files', []))} outputs",
                       event="step_completed", execution_time_ms=execution_time_ms, **resource_usage)
-            if attempt > 1:
-                _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
-            if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
-                if not _enqueue_ready_children(step):
+    won, ready, pending_children, counts = engine_sql.complete_step(
+        step=step, attempt=attempt, now=timezone.now(), inputs=list((step.input_data or {}).get("inputs") or []),
+        output_data=output_data, execution_time_ms=execution_time_ms,
+        resource_usage=resource_usage, line=line)
+    if won:
+        step.status = StepStatus.COMPLETED
+        logs.echo(line)
+        _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
+                        node_id=step.node_id, status=StepStatus.COMPLETED, previous_status=StepStatus.RUNNING,
+                        progress={"execution_status": ExecutionStatus.RUNNING,
+                                  "completed_steps": counts.finished_steps, "total_steps": counts.total_steps})
+        if attempt > 1:
+            _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
+        if pending_children:
+            _enqueue_on_commit(ready)
+        else:  # a leaf, or its children were skipped: the run may be done
+            with transaction.atomic():
+                execution = _lock_execution(step.execution_id)
+                if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
                     _finish_if_done(execution)
-    if not won:
-        for created in created_files:
-            file_delete(file=created)
-        logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
-                  level="warning", message=f"step {step.node_id}: result of attempt {attempt} discarded "
-                                           f"(the step was cancelled or taken over)", event="step_result_discarded")
-        return False
-    return True
+        return True
+    for created in created_files:
+        file_delete(file=created)
+    logs.emit(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component),
+              level="warning", message=f"step {step.node_id}: result of attempt {attempt} discarded "
+                                       f"(the step was cancelled or taken over)", event="step_result_discarded")
+    return False
 
 
 def _remove_stray_outputs(step: ComponentExecution, *, keep: set[str]) -> None:
@@ -547,9 +626,10 @@ def step_fail(*, step: ComponentExecution, attempt: int, message: str, execution
     run as failed once no other step is still running."""
     with transaction.atomic():
         execution = _lock_execution(step.execution_id)
+        # input_data: with the inputs the step was given, when it got that far.
         won = step_transition(step=step, expected=StepStatus.RUNNING, to=StepStatus.FAILED, attempt=attempt,
                               log=False, error_message=message[:10000], execution_time_ms=execution_time_ms,
-                              completed_at=timezone.now())
+                              completed_at=timezone.now(), input_data=step.input_data)
         if won:
             _skip_descendants(step)
             if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
@@ -569,24 +649,6 @@ def step_fail(*, step: ComponentExecution, attempt: int, message: str, execution
 def _steps_graph(execution_id) -> list[ComponentExecution]:
     return list(ComponentExecution.objects.filter(execution_id=execution_id).only(
         "id", "execution_id", "node_id", "status", "input_data", "component_id"))
-
-
-def _enqueue_ready_children(step: ComponentExecution) -> bool:
-    """Enqueue the pending children whose parents have all completed. True if the step has pending
-    children (then the run cannot be finished yet)."""
-    children = list(ComponentExecution.objects.filter(
-        execution_id=step.execution_id, status=StepStatus.PENDING,
-        input_data__parents__contains=[step.node_id]).order_by().only("id", "node_id", "input_data"))
-    if not children:
-        return False
-    other_parents = {p for child in children for p in child.input_data.get("parents", [])} - {step.node_id}
-    status = {step.node_id: StepStatus.COMPLETED}
-    if other_parents:  # a chain's child has only this parent: no need to ask
-        status.update(ComponentExecution.objects.filter(execution_id=step.execution_id, node_id__in=other_parents)
-                      .values_list("node_id", "status"))
-    ready = [c.pk for c in children if all(status.get(p) == StepStatus.COMPLETED for p in c.input_data["parents"])]
-    _enqueue_on_commit(ready)
-    return True
 
 
 def _skip_descendants(step: ComponentExecution) -> None:

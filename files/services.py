@@ -40,6 +40,7 @@ def file_store(
     size: int | None = None,
     stored_key: str | None = None,
     file_id: uuid.UUID | None = None,
+    created_by_id=None,
 ) -> File:
     """Store an image from a seekable binary stream (a temporary upload file, BytesIO, ...).
 
@@ -48,6 +49,7 @@ def file_store(
     `stored_key` names an object the caller already wrote with these bytes (the streaming upload
     handler does, while receiving): it is not written again, and it is deleted if the bytes are
     refused or the row cannot be stored. `file_id` is then the id its key was built from.
+    `created_by_id` names the owner by id (an engine step knows only its run's owner id).
 
     Raises django.core.exceptions.ValidationError for an empty, non-image or corrupt file;
     nothing is stored then.
@@ -76,6 +78,7 @@ def file_store(
                 checksum=checksum,
                 metadata=metadata,
                 created_by=created_by,
+                **({"created_by_id": created_by_id} if created_by is None and created_by_id is not None else {}),
             )
     except Exception:
         default_storage.delete(stored_key)
@@ -95,10 +98,10 @@ def _save_object(key: str, stream: IO[bytes], *, content_type: str) -> str:
 
 
 def file_store_bytes(*, content: bytes, original_name: str, created_by=None, prefix: str = "outputs",
-                     extra_metadata: dict | None = None) -> File:
+                     extra_metadata: dict | None = None, created_by_id=None) -> File:
     """Store an in-memory image (a step's output)."""
     return file_store(stream=io.BytesIO(content), original_name=original_name, created_by=created_by,
-                      prefix=prefix, extra_metadata=extra_metadata)
+                      prefix=prefix, extra_metadata=extra_metadata, created_by_id=created_by_id)
 
 
 def file_open(file: File) -> IO[bytes]:

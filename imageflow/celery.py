@@ -1,9 +1,16 @@
 import os
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imageflow.settings")
 
 app = Celery("imageflow")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_init.connect
+def _configure_worker(**kwargs) -> None:
+    from executions.worker import configure_worker_sessions
+
+    configure_worker_sessions()

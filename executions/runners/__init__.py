@@ -50,22 +50,12 @@ class StepContext:
         from files.services import file_store_bytes
 
         stored = file_store_bytes(
-            content=content, original_name=name, created_by=self.owner(), prefix="outputs",
+            content=content, original_name=name, created_by_id=self.created_by_id, prefix="outputs",
             extra_metadata={"execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
                             "node_id": self.step.node_id, "attempt": self.attempt},
         )
         self.created_files.append(stored)
         return stored
-
-    def owner(self):
-        """The run's user, who owns its output files (loaded once, only by steps that store files)."""
-        if self.created_by_id is None:
-            return None
-        if not hasattr(self, "_owner_cache"):
-            from django.contrib.auth import get_user_model
-
-            self._owner_cache = get_user_model().objects.filter(pk=self.created_by_id).first()
-        return self._owner_cache
 
     def output_name(self, source: File | None, extension: str) -> str:
         stem = PurePosixPath(source.original_name or "image").stem if source else "image"

@@ -284,7 +284,6 @@ class BuiltinRunner:
         size = settings.STEP_IMAGE_CONCURRENCY
         if len(context.inputs) < 2 or size < 2:
             return [one(source) for source in context.inputs]
-        context.owner()  # loaded once here, not by every thread
         futures = [_image_pool(size).submit(pooled, source) for source in context.inputs]
         wait(futures)  # all settle before an error propagates: no file is stored after the cleanup
         _close_pool_connections()
