@@ -15,6 +15,8 @@ receive the run's input files.
 
 from __future__ import annotations
 
+import json
+
 import copy
 from collections import deque
 from dataclasses import dataclass, field
@@ -114,6 +116,34 @@ def _path(parts) -> str:
     return text
 
 
+# Compiled validators by schema text, kept by the process: checking a schema against its
+# metaschema and compiling it costs milliseconds, and every run start validates its nodes'
+# parameters against the same few schemas. Keyed by the schema itself, so an edited schema
+# compiles anew; bounded, so a registry with very many schemas cannot grow it without limit.
+_COMPILED: dict[str, Any] = {}
+_COMPILED_MAX = 1024
+
+
+def _compiled(schema: dict):
+    key = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        cls = validator_for(schema, default=Draft202012Validator)
+        try:
+            cls.check_schema(schema)
+            try:
+                fast = jsonschema_rs.validator_for(schema)
+            except Exception:  # a schema the Rust library cannot compile: explain every node instead
+                fast = None
+            compiled = (cls(schema), fast)
+        except SchemaError as exc:
+            compiled = exc
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = compiled
+    return compiled
+
+
 class _SchemaCache:
     """Compiled validators per component (a 5,000-node DAG usually uses a handful): the compiled
     Rust validator answers "valid?" fast; `jsonschema` explains the (rare) invalid ones with paths."""
@@ -123,17 +153,7 @@ class _SchemaCache:
 
     def get(self, component: Component):
         if component.pk not in self._validators:
-            schema = component.input_schema or {"type": "object"}
-            cls = validator_for(schema, default=Draft202012Validator)
-            try:
-                cls.check_schema(schema)
-                try:
-                    fast = jsonschema_rs.validator_for(schema)
-                except Exception:  # a schema the Rust library cannot compile: explain every node instead
-                    fast = None
-                self._validators[component.pk] = (cls(schema), fast)
-            except SchemaError as exc:
-                self._validators[component.pk] = exc
+            self._validators[component.pk] = _compiled(component.input_schema or {"type": "object"})
         return self._validators[component.pk]
 
 
