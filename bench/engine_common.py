@@ -37,7 +37,9 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("wb")
         env = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               "LOG_LEVEL": "WARNING", "CELERY_DB_REUSE_MAX": "1000", **(extra_env or {})}
+               "LOG_LEVEL": "WARNING", "CELERY_DB_REUSE_MAX": "1000",
+               # as deployed: no per-query debug bookkeeping
+               "DEBUG": "0", **(extra_env or {})}
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "imageflow", "worker", "--pool=prefork",
              f"--concurrency={concurrency}", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE, "-n", self.name,

@@ -25,6 +25,35 @@ RESIZE = {"width": 512, "keep_aspect": True, "resample": "lanczos"}
 BLUR = {"radius": 2}
 
 
+class ServicesCpu:
+    """CPU seconds the local services spent since the last call, by service."""
+
+    NAMES = {"postgres": "PostgreSQL", "redis-server": "Redis", "weed": "S3 (SeaweedFS)", "osmem-server": "search"}
+
+    def __init__(self) -> None:
+        self.last = self._read()
+
+    def _read(self) -> dict[str, float]:
+        import psutil
+
+        totals: dict[str, float] = {}
+        for proc in psutil.process_iter(["name", "cpu_times"]):
+            label = self.NAMES.get(proc.info["name"] or "")
+            if label and proc.info["cpu_times"]:
+                totals[label] = totals.get(label, 0.0) + proc.info["cpu_times"].user + proc.info["cpu_times"].system
+        return totals
+
+    def spent(self) -> dict[str, float]:
+        now = self._read()
+        spent = {label: now[label] - self.last.get(label, 0.0) for label in now}
+        self.last = now
+        return spent
+
+
+def _per_image(spent: dict[str, float], count: int) -> str:
+    return ", ".join(f"{label} {1000 * seconds / count:.0f} ms" for label, seconds in sorted(spent.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=100)
@@ -75,10 +104,12 @@ def main() -> None:
         return file_store_bytes(content=content, original_name=f"loop-{name}{extension}", created_by=user)
 
     # baseline: one process, the same work in a loop
+    services_cpu = ServicesCpu()
     started, cpu_started = time.perf_counter(), time.process_time()
     for source in sources:
         step(step(step(source, "resize", RESIZE), "grayscale", {}), "blur", BLUR)
     loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    loop_services = services_cpu.spent()
 
     per_run = max(1, args.images_per_run)
 
@@ -91,17 +122,19 @@ def main() -> None:
                     not in FINISHED_EXECUTION_STATUSES:
                 time.sleep(0.05)
             worker_cpu_started = worker.cpu_seconds()
+            services_cpu.spent()
             started, cpu_started = time.perf_counter(), time.process_time()
             runs = [execution_start(pipeline=pipeline, inputs=[s.id for s in sources[i:i + per_run]], user=user).pk
                     for i in range(0, count, per_run)]
             start_cpu = time.process_time() - cpu_started
             while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
                 time.sleep(0.1)
-            return runs, time.perf_counter() - started, worker.cpu_seconds() - worker_cpu_started, start_cpu
+            elapsed = time.perf_counter() - started
+            return runs, elapsed, worker.cpu_seconds() - worker_cpu_started, start_cpu, services_cpu.spent()
         finally:
             worker.stop()
 
-    runs, engine_seconds, worker_cpu, start_cpu = engine_phase()
+    runs, engine_seconds, worker_cpu, start_cpu, engine_services = engine_phase()
     quiet = engine_phase({"ENGINE_BENCH_NO_PROGRESS": "1"}) if args.attribution else None
     completed = PipelineExecution.objects.filter(pk__in=runs, status="completed").count()
     window = ComponentExecution.objects.filter(execution_id__in=runs).aggregate(first=Min("started_at"),
@@ -117,8 +150,11 @@ def main() -> None:
           f"{busy_seconds:.1f} s; ratio {count / busy_seconds / loop_rate:.2f}x)")
     print(f"  CPU per image            : loop {1000 * loop_cpu / count:.0f} ms; engine {1000 * worker_cpu / count:.0f} ms "
           f"in the workers + {1000 * start_cpu / count:.0f} ms starting the run (this process)")
+    print("  CPU per image of the services (PostgreSQL, Redis, S3 server, search server):")
+    print(f"    loop  : {_per_image(loop_services, count)}")
+    print(f"    engine: {_per_image(engine_services, count)}")
     if quiet:
-        _, quiet_seconds, quiet_cpu, _ = quiet
+        _, quiet_seconds, quiet_cpu, _, _ = quiet
         print(f"  engine without live-progress receivers/log shipping: {count / quiet_seconds:6.2f} images/s "
               f"(ratio {count / quiet_seconds / loop_rate:.2f}x), {1000 * quiet_cpu / count:.0f} ms CPU per image "
               f"in the workers")
