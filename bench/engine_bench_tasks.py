@@ -17,3 +17,26 @@ if os.environ.get("ENGINE_BENCH_NO_PROGRESS") == "1":
 
     signals.execution_status_changed.disconnect(dispatch_uid="executions.events.on_execution_status_changed")
     signals.step_status_changed.disconnect(dispatch_uid="executions.events.on_step_status_changed")
+
+
+@shared_task(name="engine_bench.image_step")
+def image_step(file_id: str, operation: str, parameters: dict) -> str:
+    """One image operation as a plain Celery task, no engine: the same Pillow work and object-store
+    reads and writes as a built-in step (the throughput benchmark's ceiling for any engine that
+    runs each step as a Celery task)."""
+    import io
+
+    from PIL import Image
+
+    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode
+    from files.models import File
+    from files.services import file_read_bytes, file_store_bytes
+
+    source = File.objects.get(pk=file_id)
+    image = Image.open(io.BytesIO(file_read_bytes(source)))
+    image.load()
+    result = BUILTIN_OPERATIONS[operation].apply(image, parameters)
+    content, extension = _encode(result, source_format=image.format, parameters=parameters, operation=operation)
+    stored = file_store_bytes(content=content, original_name=f"celery-{operation}{extension}",
+                              created_by_id=source.created_by_id)
+    return str(stored.id)

@@ -1,16 +1,22 @@
-"""Throughput: N real 1024x768 JPEGs through resize -> grayscale -> blur.
+"""Throughput: N real 1024x768 JPEGs through resize -> grayscale -> blur, with a Celery worker of 2
+pool processes, every step reading its input from the object store and writing its output as a
+new File row + object. Measured in this run, on the same images:
 
-  engine   : one run per image, executed by a Celery worker with 2 pool processes (each step reads
-             its input from the object store and writes its output as a new File + object);
-  baseline : a plain single-process Python loop doing the same Pillow work (the same operation
-             functions and encoder) and the same object-store reads and writes.
+  loop          : the baseline, a plain single-process Python loop doing the same Pillow work (the
+                  same operation functions and encoder) and the same object-store reads and writes;
+  bare Celery   : a chain of 3 plain Celery tasks per image doing that same work, with no engine
+                  (no runs, no step records, no claims, logs or events): the ceiling of any engine
+                  that runs each step as a Celery task on this machine;
+  engine, 1/run : one pipeline run per image (100 runs of 3 steps);
+  engine, batch : runs of --images-per-run images (default 4 runs of 25): a step processes its
+                  images with STEP_IMAGE_CONCURRENCY threads.
 
-Both are measured in this run on the same images; prints images per second and the ratio.
+Prints images per second, each one's ratio to the loop, and where the CPU went (the workers, this
+process, and the services: PostgreSQL, Redis, the S3 server, the search server).
 Target: engine >= 1.5x the loop.
 
     DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_throughput.py            # 100 images
     DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_throughput.py --quick    # 20 images
-    DATABASE_NAME=imageflow_engine .venv/bin/python bench/engine_throughput.py --images-per-run 25   # 4 runs
 """
 
 from __future__ import annotations
@@ -62,18 +68,19 @@ def main() -> None:
     parser.add_argument("--attribution", action="store_true",
                         help="also run the engine with the live-progress receivers (and the log shipping they "
                              "trigger) disconnected")
-    parser.add_argument("--images-per-run", type=int, default=1,
-                        help="input images per run (default 1: one run per image); with more, a step processes "
-                             "its images with STEP_IMAGE_CONCURRENCY threads")
+    parser.add_argument("--images-per-run", type=int, default=25,
+                        help="input images per run of the batched engine phase (default 25: 4 runs of 25); a "
+                             "step processes its images with STEP_IMAGE_CONCURRENCY threads; 1 skips the phase")
     args = parser.parse_args()
     count = 20 if args.quick else args.images
     django_setup()
 
     from PIL import Image
 
-    from django.db.models import Max, Min
+    from celery import chain
 
-    from executions.models import FINISHED_EXECUTION_STATUSES, ComponentExecution, PipelineExecution
+    from engine_bench_tasks import image_step
+    from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
     from executions.runners.builtin import BUILTIN_OPERATIONS, _encode
     from executions.services import builtin_components_register, demo_image_bytes, execution_start
     from files.models import File
@@ -111,53 +118,69 @@ def main() -> None:
     loop_seconds, loop_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     loop_services = services_cpu.spent()
 
-    per_run = max(1, args.images_per_run)
-
-    def engine_phase(extra_env: dict | None = None) -> tuple[list, float, float, float]:
+    def phase(body, extra_env: dict | None = None) -> dict:
+        """Runs `body` against a fresh 2-process worker (after a warm-up run) and measures it."""
         purge_queue()
         worker = Worker(concurrency=args.workers, extra_env=extra_env)
         try:
-            warm = execution_start(pipeline=pipeline, inputs=[sources[0].id], user=user)
-            while PipelineExecution.objects.filter(pk=warm.pk).values_list("status", flat=True).get() \
-                    not in FINISHED_EXECUTION_STATUSES:
-                time.sleep(0.05)
+            wait_runs([execution_start(pipeline=pipeline, inputs=[sources[0].id], user=user).pk])  # warm-up
+            image_step.delay(str(sources[0].id), "grayscale", {}).get(timeout=60)
             worker_cpu_started = worker.cpu_seconds()
             services_cpu.spent()
             started, cpu_started = time.perf_counter(), time.process_time()
-            runs = [execution_start(pipeline=pipeline, inputs=[s.id for s in sources[i:i + per_run]], user=user).pk
-                    for i in range(0, count, per_run)]
-            start_cpu = time.process_time() - cpu_started
-            while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
-                time.sleep(0.1)
-            elapsed = time.perf_counter() - started
-            return runs, elapsed, worker.cpu_seconds() - worker_cpu_started, start_cpu, services_cpu.spent()
+            runs = body()
+            return {"seconds": time.perf_counter() - started, "worker_cpu": worker.cpu_seconds() - worker_cpu_started,
+                    "own_cpu": time.process_time() - cpu_started, "services": services_cpu.spent(), "runs": runs}
         finally:
             worker.stop()
 
-    runs, engine_seconds, worker_cpu, start_cpu, engine_services = engine_phase()
-    quiet = engine_phase({"ENGINE_BENCH_NO_PROGRESS": "1"}) if args.attribution else None
-    completed = PipelineExecution.objects.filter(pk__in=runs, status="completed").count()
-    window = ComponentExecution.objects.filter(execution_id__in=runs).aggregate(first=Min("started_at"),
-                                                                                 last=Max("completed_at"))
-    busy_seconds = (window["last"] - window["first"]).total_seconds()
-    loop_rate, engine_rate = count / loop_seconds, count / engine_seconds
-    print(f"{count} images, resize(512) -> grayscale -> blur(2), each step reading and writing the object store")
-    print(f"  single-process loop      : {loop_rate:6.2f} images/s  ({loop_seconds:.1f} s)")
-    print(f"  engine, {args.workers} worker processes: {engine_rate:6.2f} images/s  ({engine_seconds:.1f} s, "
-          f"{completed}/{len(runs)} runs of {per_run} image(s) completed)")
-    print(f"  ratio engine/loop        : {engine_rate / loop_rate:5.2f}x   (target >= 1.5x)")
-    print(f"  workers' busy window     : {count / busy_seconds:6.2f} images/s  (first step start to last step end, "
-          f"{busy_seconds:.1f} s; ratio {count / busy_seconds / loop_rate:.2f}x)")
-    print(f"  CPU per image            : loop {1000 * loop_cpu / count:.0f} ms; engine {1000 * worker_cpu / count:.0f} ms "
-          f"in the workers + {1000 * start_cpu / count:.0f} ms starting the run (this process)")
-    print("  CPU per image of the services (PostgreSQL, Redis, S3 server, search server):")
-    print(f"    loop  : {_per_image(loop_services, count)}")
-    print(f"    engine: {_per_image(engine_services, count)}")
-    if quiet:
-        _, quiet_seconds, quiet_cpu, _, _ = quiet
-        print(f"  engine without live-progress receivers/log shipping: {count / quiet_seconds:6.2f} images/s "
-              f"(ratio {count / quiet_seconds / loop_rate:.2f}x), {1000 * quiet_cpu / count:.0f} ms CPU per image "
-              f"in the workers")
+    def wait_runs(runs: list) -> None:
+        while PipelineExecution.objects.filter(pk__in=runs).exclude(status__in=FINISHED_EXECUTION_STATUSES).exists():
+            time.sleep(0.05)
+
+    def engine(per_run: int):
+        def body() -> list:
+            runs = [execution_start(pipeline=pipeline, inputs=[s.id for s in sources[i:i + per_run]], user=user).pk
+                    for i in range(0, count, per_run)]
+            wait_runs(runs)
+            return runs
+        return body
+
+    def bare_celery() -> list:
+        chains = [chain(image_step.s(str(source.id), "resize", RESIZE), image_step.s("grayscale", {}),
+                        image_step.s("blur", BLUR)).apply_async() for source in sources]
+        for result in chains:
+            result.get(timeout=300)
+        return []
+
+    results = {"bare": phase(bare_celery), "engine": phase(engine(1))}
+    if args.images_per_run > 1:
+        results["batched"] = phase(engine(args.images_per_run))
+    if args.attribution:
+        results["quiet"] = phase(engine(1), {"ENGINE_BENCH_NO_PROGRESS": "1"})
+
+    loop_rate = count / loop_seconds
+    print(f"{count} images, resize(512) -> grayscale -> blur(2), each step reading and writing the object store; "
+          f"{args.workers} worker processes")
+    print(f"  single-process loop            : {loop_rate:6.2f} images/s  ({loop_seconds:.1f} s)")
+    labels = {"bare": "bare Celery chains, no engine",
+              "engine": "engine, one run per image",
+              "batched": f"engine, runs of {args.images_per_run} images",
+              "quiet": "engine, 1/image, no progress"}
+    for key, result in results.items():
+        rate = count / result["seconds"]
+        completed = ""
+        if result["runs"]:
+            done = PipelineExecution.objects.filter(pk__in=result["runs"], status="completed").count()
+            completed = f", {done}/{len(result['runs'])} runs completed"
+        print(f"  {labels[key]:31s}: {rate:6.2f} images/s  ({result['seconds']:.1f} s{completed})  "
+              f"ratio {rate / loop_rate:4.2f}x")
+    print("  target: engine >= 1.5x the loop")
+    print("  CPU per image (ms):")
+    print(f"    {'loop':31s}: this process {1000 * loop_cpu / count:3.0f}; {_per_image(loop_services, count)}")
+    for key, result in results.items():
+        print(f"    {labels[key]:31s}: workers {1000 * result['worker_cpu'] / count:3.0f}, this process "
+              f"{1000 * result['own_cpu'] / count:3.0f}; {_per_image(result['services'], count)}")
 
 
 if __name__ == "__main__":

@@ -272,7 +272,10 @@ ENGINE_SYNCHRONOUS_COMMIT = env.bool("ENGINE_SYNCHRONOUS_COMMIT", False)
 ENGINE_PREPARED_STATEMENTS = env.bool("ENGINE_PREPARED_STATEMENTS", True)
 EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS", 30.0)
 # Threads a built-in step uses to process several input images at once (1 = one after another).
-STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 4)
+# 2 per pool process measured best with one pool process per core (bench/engine_throughput.py:
+# 4 runs of 25 images, 2 processes on 2 cores: 1.55-1.63x the loop with 2 threads, 1.39x with 3,
+# 1.41-1.45x with 4): enough to overlap a thread's object-store waits, few enough to not fight.
+STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 2)
 # How a `runner="container"` component is started: {image} is the component's docker_image,
 # {output_dir} the step's output directory (mounted at the same path in the container).
 CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i -v {output_dir}:{output_dir} {image}")
