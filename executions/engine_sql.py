@@ -123,19 +123,24 @@ WITH target AS (
 ), component AS (
     SELECT c.name, c.version, c.runner, c.docker_image FROM {_COMPONENTS} c
      WHERE c.id = (SELECT component_id FROM claimed)
-), step_line AS (
+), lines AS (
+    -- one INSERT, in this order: the run's start is logged before its first step's
     INSERT INTO {_LOGS} {_LOG_COLUMNS}
-    SELECT claimed.execution_id, claimed.id, claimed.node_id, component.name || ':' || component.version, 'info',
-           'step ' || claimed.node_id || ' started (attempt ' || claimed.attempts || ') on ' || %(worker)s,
-           jsonb_build_object('event', 'step_started', 'attempt', claimed.attempts), %(now)s
-      FROM claimed, component
-), run_line AS (
-    INSERT INTO {_LOGS} {_LOG_COLUMNS}
-    SELECT started.id, NULL, '', '', 'info',
-           'execution {ExecutionStatus.PENDING.value} -> {ExecutionStatus.RUNNING.value}',
-           jsonb_build_object('event', 'execution_status', 'status', '{ExecutionStatus.RUNNING.value}',
-                              'previous_status', '{ExecutionStatus.PENDING.value}'), %(now)s
-      FROM started
+    SELECT execution_id, step_id, node_id, component, level, message, extra, at FROM (
+        SELECT 1 AS position, started.id AS execution_id, NULL::uuid AS step_id, '' AS node_id, '' AS component,
+               'info' AS level,
+               'execution {ExecutionStatus.PENDING.value} -> {ExecutionStatus.RUNNING.value}' AS message,
+               jsonb_build_object('event', 'execution_status', 'status', '{ExecutionStatus.RUNNING.value}',
+                                  'previous_status', '{ExecutionStatus.PENDING.value}') AS extra,
+               %(now)s::timestamptz AS at
+          FROM started
+        UNION ALL
+        SELECT 2, claimed.execution_id, claimed.id, claimed.node_id, component.name || ':' || component.version,
+               'info', 'step ' || claimed.node_id || ' started (attempt ' || claimed.attempts || ') on ' || %(worker)s,
+               jsonb_build_object('event', 'step_started', 'attempt', claimed.attempts), %(now)s::timestamptz
+          FROM claimed, component
+    ) AS line
+    ORDER BY line.position
 ), counts AS (
     SELECT count(*) AS total, count(*) FILTER (WHERE status IN ({_FINISHED})) AS finished
       FROM {_STEPS} WHERE execution_id = (SELECT execution_id FROM claimed)

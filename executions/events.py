@@ -42,21 +42,35 @@ logger = logging.getLogger(__name__)
 
 EVENT_MESSAGE_TYPE = "progress.event"  # the consumer's handler: progress_event()
 
-# One round trip per event: number it, append it to the run's history, trim and expire the
-# history, and publish it to the run's channel-layer group, atomically (a watcher can never get an
-# event that the history does not have, nor miss one the history has, except by disconnecting).
-# KEYS: seq counter, history list, the group's pub/sub channel; ARGV: event JSON object without
-# seq (non-empty), history length, ttl seconds, "1" if final. The number goes in front of the
-# object's first key, so the JSON written by Python is kept as is (floats stay floats). The
-# published message is the channel layer's own (JSON serializer, see CHANNEL_LAYERS):
+# One round trip per event: number it, keep the run's finished-step count from ever going back,
+# append the event to the run's history, trim and expire the history, and publish it to the
+# run's channel-layer group, atomically (a watcher can never get an event that the history does
+# not have, nor miss one the history has, except by disconnecting).
+# KEYS: seq counter, history list, the group's pub/sub channel, the finished-step high-water mark;
+# ARGV: event JSON object without seq, completed_steps and percentage (non-empty), history length,
+# ttl seconds, "1" if final, the finished steps the change saw, the run's total steps.
+# The counts the change saw can be older than what another process has published already (two
+# branches finishing at once both count from before the other): the high-water mark keeps the
+# published count from going back. The numbers go in front of the object's first key, so the
+# JSON written by Python is kept as is (floats stay floats). The published message is the channel
+# layer's own (JSON serializer, see CHANNEL_LAYERS):
 # {"type": "progress.event", "seq": n, "final": bool, "text": <the event's JSON>}.
 _PUBLISH_SCRIPT = """
 local seq = redis.call('INCR', KEYS[1])
-local text = '{"seq": ' .. seq .. ', ' .. string.sub(ARGV[1], 2)
+local ttl = tonumber(ARGV[3])
+local done = tonumber(ARGV[5])
+local seen = tonumber(redis.call('GET', KEYS[4]) or '0')
+if seen > done then done = seen end
+redis.call('SET', KEYS[4], done, 'EX', ttl)
+local total = tonumber(ARGV[6])
+local percentage = '100.0'
+if total > 0 then percentage = string.format('%.1f', math.floor(1000.0 * done / total + 0.5) / 10) end
+local text = '{"seq": ' .. seq .. ', "completed_steps": ' .. done .. ', "percentage": ' .. percentage .. ', '
+             .. string.sub(ARGV[1], 2)
 redis.call('RPUSH', KEYS[2], text)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[3]))
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('PUBLISH', KEYS[3], cjson.encode({type = '""" + EVENT_MESSAGE_TYPE + """', seq = seq,
                                               final = (ARGV[4] == '1'), text = text}))
 return text
@@ -83,6 +97,10 @@ def group_name(execution_id: UUID | str) -> str:
 
 def seq_key(execution_id: UUID | str) -> str:
     return f"{settings.CHANNEL_LAYER_PREFIX}:progress:{execution_id}:seq"
+
+
+def finished_key(execution_id: UUID | str) -> str:
+    return f"{settings.CHANNEL_LAYER_PREFIX}:progress:{execution_id}:finished"
 
 
 def history_key(execution_id: UUID | str) -> str:
@@ -139,6 +157,9 @@ def snapshot(execution_id: UUID | str) -> dict[str, Any] | None:
     )
     total = len(steps)
     finished = sum(1 for step in steps if step["status"] in FINISHED_STEP_STATUSES)
+    # Events after this snapshot never report fewer finished steps than it does.
+    redis_client().eval(_RAISE_FINISHED_SCRIPT, 1, finished_key(execution_id), finished,
+                        settings.PROGRESS_EVENT_TTL_SECONDS)
     return {
         "type": "snapshot",
         "seq": seq,
@@ -167,6 +188,13 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
+_RAISE_FINISHED_SCRIPT = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+end
+"""
+
+
 def group_channel(execution_id: UUID | str) -> str:
     """The Redis pub/sub channel of a run's group, as channels_redis's pub/sub layer names it
     (`<prefix>__group__<group>`; tests check it against the layer)."""
@@ -177,20 +205,23 @@ def group_channel(execution_id: UUID | str) -> str:
 _scripts: dict[int, Any] = {}
 
 
-def publish(event: dict[str, Any]) -> dict[str, Any]:
+def publish(event: dict[str, Any], *, channel: str | None = None) -> dict[str, Any]:
     """Numbers the event, appends it to the run's history and sends it to the run's group, in one
     Redis round trip from the caller (the engine publishes in commit order, before it enqueues
     the steps a change made ready, so a watcher never sees a child start before its parent
-    finished, whichever process runs the child)."""
+    finished, whichever process runs the child). `channel`: another pub/sub channel than the
+    run's group (tests)."""
     client = redis_client()
     script = _scripts.get(id(client))
     if script is None:
         script = _scripts[id(client)] = client.register_script(_PUBLISH_SCRIPT)
     execution_id = event["execution_id"]
+    rest = {key: value for key, value in event.items() if key not in {"completed_steps", "percentage"}}
     text = script(
-        keys=[seq_key(execution_id), history_key(execution_id), group_channel(execution_id)],
-        args=[json.dumps(event), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
-              "1" if event.get("final") else "0"],
+        keys=[seq_key(execution_id), history_key(execution_id), channel or group_channel(execution_id),
+              finished_key(execution_id)],
+        args=[json.dumps(rest), settings.PROGRESS_EVENT_HISTORY, settings.PROGRESS_EVENT_TTL_SECONDS,
+              "1" if event.get("final") else "0", int(event["completed_steps"]), int(event["total_steps"])],
     )
     return json.loads(text)
 

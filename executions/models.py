@@ -120,6 +120,7 @@ class ComponentExecution(TimestampedModel):
     worker = models.CharField(max_length=255, blank=True, default="", help_text="host:pid of the worker running the step.")
     waiting_parents = models.IntegerField(
         default=0,
+        db_default=0,  # rows inserted by code that does not know the column (during a deploy) get 0
         help_text="Parents of a pending step not completed yet: each parent's completion counts it down "
                   "in the same statement, and the one that reaches 0 enqueues the step (a row lock, so two "
                   "parents finishing at once cannot both miss it). The claim still checks the parents.",

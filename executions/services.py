@@ -26,7 +26,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, close_old_connections, connection, transaction
 from django.db.utils import InterfaceError as DatabaseInterfaceError
 from django.db.utils import OperationalError as DatabaseOperationalError
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from executions import engine_sql, logs, signals
@@ -203,14 +203,19 @@ def execution_cancel(*, execution: PipelineExecution, user=None) -> PipelineExec
     """Cancel a pending or running run: no step starts any more, pending and running steps become
     cancelled, and a running step's result is discarded when its worker reports it."""
     with transaction.atomic():
-        locked = PipelineExecution.objects.select_for_update().get(pk=execution.pk)
+        # NO KEY: a claim or completion committing meanwhile holds a KEY SHARE lock on this row (the
+        # foreign key of its log line, checked at commit) while it holds its step: FOR UPDATE would
+        # wait for it while it waits for us.
+        locked = PipelineExecution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if locked.status in FINISHED_EXECUTION_STATUSES:
             raise ValidationError({"status": [f"The execution is already {locked.status}."]})
         now = timezone.now()
         execution_transition(execution_id=locked.pk, expected=locked.status, to=ExecutionStatus.CANCELLED,
                              completed_at=now, error_message=f"Cancelled by {user}" if user else "Cancelled")
-        for step in locked.steps.filter(status__in=[StepStatus.PENDING, StepStatus.RUNNING]).only(
-                "id", "execution_id", "node_id", "status"):
+        # FOR UPDATE: a claim that commits meanwhile is waited for and its step seen as running
+        # (and cancelled as such), instead of being missed as no longer pending.
+        for step in locked.steps.select_for_update(no_key=True).filter(
+                status__in=[StepStatus.PENDING, StepStatus.RUNNING]).only("id", "execution_id", "node_id", "status"):
             step_transition(step=step, expected=step.status, to=StepStatus.CANCELLED, completed_at=now)
     logs.emit(execution_id=execution.pk, level="warning", message=f"execution cancelled by {user or 'system'}",
               event="execution_cancelled")
@@ -223,7 +228,7 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
     steps are not run again, their outputs are reused (recorded in `reused_from`). A run is
     retried once: asking again (a double click, two admins) returns the retry that exists."""
     with transaction.atomic():
-        execution = PipelineExecution.objects.select_for_update().get(pk=execution.pk)
+        execution = PipelineExecution.objects.select_for_update(no_key=True).get(pk=execution.pk)
         if execution.status not in {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}:
             raise ValidationError(
                 {"status": [f"Only a failed or cancelled execution can be retried, not {execution.status}."]})
@@ -356,6 +361,9 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     if step.status in FINISHED_STEP_STATUSES:
         logs.emit(level="debug", message=f"step {step.node_id} already {step.status}; delivery ignored",
                   event="duplicate_delivery", **ids)
+        if step.execution.status not in FINISHED_EXECUTION_STATUSES:
+            # a redelivery after the worker died between this step's completion and the run's end
+            _finish_run_if_done(step.execution_id)
         return StepOutcome(reason=f"already {step.status}")
     if step.execution.status in FINISHED_EXECUTION_STATUSES:
         if step.status == StepStatus.PENDING:
@@ -426,6 +434,7 @@ class _Watch:
         self.lost = threading.Event()  # the step is no longer ours (cancelled, taken over)
         self.peak_rss = rss
         self.next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
+        self.stopped = False  # set by unwatch: no heartbeat is written for it any more
 
 
 class _StepMonitor(threading.Thread):
@@ -451,34 +460,40 @@ class _StepMonitor(threading.Thread):
         return watch
 
     def unwatch(self, watch: _Watch) -> int:
-        """Stops watching; returns the peak resident memory seen while the step ran."""
+        """Stops watching (again: a no-op); returns the peak resident memory seen while the step ran."""
         with self.lock:
             self.watches.discard(watch)
+            watch.stopped = True
         watch.peak_rss = max(watch.peak_rss, self.process.memory_info().rss)
         return watch.peak_rss
 
     def run(self) -> None:
         while True:
-            self.busy.wait()
-            time.sleep(self.SAMPLE_SECONDS)
-            with self.lock:
-                watches = list(self.watches)
-                if not watches:
-                    self.busy.clear()
-            if not watches:
-                connection.close()  # idle: hold no database connection
-                continue
             try:
-                self._beat(watches)
-            except Exception:  # a heartbeat failure must not kill a step; the sweep is the backstop
-                connection.close()
+                self._round()
+            except Exception:  # a heartbeat failure must not kill the monitor; the sweep is the backstop
+                logger.warning("step monitor: heartbeat round failed", exc_info=True)
+                try:
+                    connection.close()
+                except Exception:
+                    pass
+                time.sleep(self.SAMPLE_SECONDS)
 
-    def _beat(self, watches: list[_Watch]) -> None:
+    def _round(self) -> None:
+        self.busy.wait()
+        time.sleep(self.SAMPLE_SECONDS)
+        with self.lock:
+            watches = list(self.watches)
+            if not watches:
+                self.busy.clear()
+        if not watches:
+            connection.close()  # idle: hold no database connection
+            return
         rss = self.process.memory_info().rss
         now = time.monotonic()
         for watch in watches:
             watch.peak_rss = max(watch.peak_rss, rss)
-            if now >= watch.next_beat:
+            if now >= watch.next_beat and not watch.stopped:
                 watch.next_beat = now + settings.STEP_HEARTBEAT_SECONDS
                 alive = ComponentExecution.objects.filter(
                     pk=watch.step_pk, status=StepStatus.RUNNING, attempts=watch.attempt,
@@ -495,10 +510,10 @@ def _step_monitor() -> _StepMonitor:
     """This process's monitor (a forked pool process starts its own)."""
     pid = os.getpid()
     monitor = _monitors.get(pid)
-    if monitor is None:
+    if monitor is None or not monitor.is_alive():
         with _monitor_lock:
             monitor = _monitors.get(pid)
-            if monitor is None:
+            if monitor is None or not monitor.is_alive():
                 monitor = _monitors[pid] = _StepMonitor()
                 monitor.start()
     return monitor
@@ -511,14 +526,21 @@ def _log_started(step: ComponentExecution, attempt: int) -> None:
 
 
 def _run_claimed(step: ComponentExecution, attempt: int, input_ids: list[str]) -> StepOutcome:
-    from executions.runners import StepContext, get_runner
-    from files.services import file_delete
-
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
     step.input_data = {**(step.input_data or {}), "inputs": input_ids}
     by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)} if input_ids else {}
     monitor = _step_monitor()
     watch = monitor.watch(step, attempt)
+    try:
+        return _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch)
+    finally:
+        monitor.unwatch(watch)  # whatever happened: a forgotten watch would keep a dead step's claim alive
+
+
+def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch) -> StepOutcome:
+    from executions.runners import StepContext, get_runner
+    from files.services import file_delete
+
     context = StepContext(step=step, attempt=attempt, parameters=(step.input_data or {}).get("parameters") or {},
                           inputs=[by_id[i] for i in input_ids if i in by_id], cancelled=watch.lost,
                           created_by_id=step.execution.created_by_id)
@@ -569,8 +591,19 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, StepFailure) else f"{exc.__class__.__name__}: {text}"
 
 
+def _finish_run_if_done(execution_id) -> None:
+    """Finish the run if none of its steps is left, under the run's row lock. Called after a
+    completion has committed: if this never happens (the worker died in between, or a PostgreSQL
+    crash lost this commit), the redelivered task and the sweep call it again."""
+    with transaction.atomic():
+        execution = _lock_execution(execution_id)
+        if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
+            _finish_if_done(execution)
+
+
 def _lock_execution(execution_id) -> PipelineExecution:
-    return PipelineExecution.objects.select_for_update().only("id", "status").get(pk=execution_id)
+    # NO KEY, as in execution_cancel: the row's KEY SHARE locks (log lines' foreign keys) do not wait.
+    return PipelineExecution.objects.select_for_update(no_key=True).only("id", "status").get(pk=execution_id)
 
 
 def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, execution_time_ms: int,
@@ -600,10 +633,7 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
         if pending_children:
             _enqueue_on_commit(ready)
         else:  # a leaf, or its children were skipped: the run may be done
-            with transaction.atomic():
-                execution = _lock_execution(step.execution_id)
-                if execution.status in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
-                    _finish_if_done(execution)
+            _finish_run_if_done(step.execution_id)
         return True
     for created in created_files:
         file_delete(file=created)
@@ -728,7 +758,21 @@ def execution_sweep() -> dict[str, int]:
 
     for step_id, _, _ in stale + ready:
         step_run.apply_async(args=[str(step_id)])
-    return {"stale": len(stale), "ready": len(ready)}
+    # Runs whose steps have all finished but which are still open: the end of a run is a commit
+    # of its own after the last completion, and a crash in between (or of PostgreSQL, losing it)
+    # leaves the run open with nothing left to deliver.
+    open_steps = ComponentExecution.objects.filter(
+        execution=OuterRef("pk"), status__in=[StepStatus.PENDING, StepStatus.RUNNING])
+    stranded = list(PipelineExecution.objects.filter(
+        status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING], updated_at__lt=cutoff,
+    ).filter(Exists(ComponentExecution.objects.filter(execution=OuterRef("pk")))).exclude(Exists(open_steps))
+        .order_by().values_list("id", flat=True)[:1000])
+    for execution_id in stranded:
+        logs.emit(execution_id=execution_id, level="warning",
+                  message="sweep: every step had finished but the run was still open; finishing it",
+                  event="sweep_finish")
+        _finish_run_if_done(execution_id)
+    return {"stale": len(stale), "ready": len(ready), "finished": len(stranded)}
 
 
 # --- built-in components ----------------------------------------------------------------------------

@@ -7,8 +7,9 @@ output file rows and log lines). Nothing can be corrupted by it and every commit
 other sessions at once; what a crash of PostgreSQL itself can lose is the last fraction of a
 second of worker commits (at most three times wal_writer_delay), and all of it is redone by the
 engine: a step whose claim or completion was lost is running with a silent worker, so the sweep
-runs it again (steps are idempotent; a re-run removes the stray outputs of the lost attempt), and
-shipping marks that were lost only make the shipper send those log records again (idempotent).
+runs it again (steps are idempotent; a re-run removes the stray outputs of the lost attempt); a
+run whose end was lost after its last step's completion is finished by the sweep; and shipping
+marks that were lost only make the shipper send those log records again (idempotent).
 Requests (starting, cancelling, retrying runs) keep synchronous commits.
 """
 

@@ -263,9 +263,10 @@ STEP_MAX_ATTEMPTS = env.int("STEP_MAX_ATTEMPTS", 3)
 # Transient errors (object store unavailable, connection reset) retry with exponential backoff.
 STEP_TRANSIENT_RETRIES = env.int("STEP_TRANSIENT_RETRIES", 4)
 STEP_RETRY_BACKOFF_SECONDS = env.float("STEP_RETRY_BACKOFF_SECONDS", 2.0)
-# Step bookkeeping (claim, completion, failure) commits without waiting for the WAL flush unless
-# this is on; a PostgreSQL crash can then lose the last fraction of a second of it, which the
-# sweep redoes (see executions.services._bookkeeping). On: every transition is durable at once.
+# Celery worker sessions (step claims and completions, output rows, log lines) commit without
+# waiting for the WAL flush unless this is on; a PostgreSQL crash can then lose the last fraction
+# of a second of them, which the engine redoes (see executions/worker.py). On: every worker
+# commit is durable at once.
 ENGINE_SYNCHRONOUS_COMMIT = env.bool("ENGINE_SYNCHRONOUS_COMMIT", False)
 # The engine's claim and completion statements run as server-side prepared statements (planned
 # once per connection). Off for a transaction-pooling PgBouncer older than 1.21.

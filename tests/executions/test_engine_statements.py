@@ -69,10 +69,14 @@ def test_a_claim_takes_a_ready_step_once_and_brings_what_it_needs(diamond, user)
     steps["resize"].refresh_from_db()
     assert execution.status == ExecutionStatus.RUNNING and execution.started_at is not None
     assert steps["resize"].status == StepStatus.RUNNING and steps["resize"].heartbeat_at is not None
-    lines = list(ExecutionLogRecord.objects.filter(execution=execution).values_list("step_id", "message", "extra"))
-    assert (step.pk, "step resize started (attempt 1) on host:42", {"event": "step_started", "attempt": 1}) in lines
-    assert (None, "execution pending -> running",
-            {"event": "execution_status", "status": "running", "previous_status": "pending"}) in lines
+    lines = list(ExecutionLogRecord.objects.filter(execution=execution).order_by("id").values_list(
+        "step_id", "message", "extra"))
+    # (the run's start logged before its first step's, after the "created" line)
+    assert lines[-2:] == [
+        (None, "execution pending -> running",
+         {"event": "execution_status", "status": "running", "previous_status": "pending"}),
+        (step.pk, "step resize started (attempt 1) on host:42", {"event": "step_started", "attempt": 1}),
+    ]
     # and a second delivery cannot claim it again
     assert claim(steps["resize"]) is None
     # and a step whose parent has not completed cannot be claimed
@@ -220,3 +224,75 @@ def test_log_shipping_is_asked_for_at_most_once_per_window(db):
     time.sleep(1.1)
     assert ship_soon(window_seconds=1) is True
     cache.delete(SHIP_SOON_KEY)
+
+
+def _run_left_open_after_its_last_completion(pipeline_of, user) -> PipelineExecution:
+    """A one-step run whose step completed but whose end was never committed (the worker died
+    between the two, or a PostgreSQL crash lost the second commit)."""
+    execution = execution_start(pipeline=pipeline_of([node("only", "passthrough")]), inputs=[], user=user)
+    complete(claim(steps_of(execution)["only"]))
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.RUNNING
+    return execution
+
+
+@pytest.mark.django_db(transaction=True)  # the sweep starts like a task: it recycles the connection
+def test_the_sweep_finishes_a_run_whose_steps_have_all_finished(builtins, pipeline_of, user):
+    from datetime import timedelta
+
+    from executions.services import execution_sweep
+
+    execution = _run_left_open_after_its_last_completion(pipeline_of, user)
+    # a run still changing is left alone
+    assert execution_sweep()["finished"] == 0
+    # when it has been open past the heartbeat timeout
+    PipelineExecution.objects.filter(pk=execution.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    assert execution_sweep()["finished"] == 1
+    # then it is completed with its leaf's outputs
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.COMPLETED and execution.output_data == {"outputs": {"only": []}}
+    assert execution_sweep()["finished"] == 0
+
+
+def test_a_redelivered_task_of_a_finished_step_finishes_its_run(builtins, pipeline_of, user):
+    from executions.services import step_execute
+
+    execution = _run_left_open_after_its_last_completion(pipeline_of, user)
+    # when the step's task is delivered again (it was never acknowledged)
+    outcome = step_execute(step_id=steps_of(execution)["only"].pk)
+    # then it does not run again, and the run is completed
+    assert outcome.reason == "already completed"
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.COMPLETED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_racing_a_claim_cancels_the_claimed_step(builtins, pipeline_of, user):
+    from django.db import transaction
+
+    from executions.services import execution_cancel
+
+    # given a running diamond whose branch "gray" is being claimed in a transaction not yet committed
+    execution = execution_start(pipeline=pipeline_of(DIAMOND_NODES, DIAMOND_EDGES), inputs=[], user=user)
+    steps = steps_of(execution)
+    complete(claim(steps["resize"]))
+    cancelled = threading.Event()
+
+    def cancel():
+        try:
+            execution_cancel(execution=PipelineExecution.objects.get(pk=execution.pk), user=user)
+            cancelled.set()
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        claimed = claim(steps["gray"])
+        # when the run is cancelled meanwhile (it waits for the claim's row lock)
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        assert not cancelled.wait(0.5)
+    canceller.join(10)
+    # then the claimed step is cancelled too, and its result will be refused
+    assert cancelled.is_set()
+    assert ComponentExecution.objects.get(pk=steps["gray"].pk).status == StepStatus.CANCELLED
+    assert complete(claimed)[0] is False

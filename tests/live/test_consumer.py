@@ -198,10 +198,8 @@ def test_a_gap_in_the_stream_is_filled_from_the_history_in_order(token_for):
 
 
 def _append_to_history_only(event):
-    # the publishing script, with its broadcast sent to a channel nobody listens on
-    client = events.redis_client()
-    client.eval(events._PUBLISH_SCRIPT, 3, events.seq_key(event["execution_id"]),
-                events.history_key(event["execution_id"]), "nobody-listens-here", json.dumps(event), 100, 60, "0")
+    # published like any event, but on a channel nobody listens on
+    events.publish(event, channel="nobody-listens-here")
 
 
 def test_events_are_published_on_the_channel_layers_own_group_channel():
@@ -214,3 +212,24 @@ def test_events_are_published_on_the_channel_layers_own_group_channel():
         return get_channel_layer()._get_layer()._get_group_channel_name(events.group_name(execution_id))
 
     assert run(layer_name()) == events.group_channel(execution_id)
+
+
+def test_published_counts_never_go_back_even_when_a_change_saw_older_ones():
+    # given a run whose snapshot and events reported 2 of 4 steps finished
+    execution_id = uuid.uuid4()
+
+    def step(completed: int) -> dict:
+        return events.step_event(execution_id=execution_id, step_id=uuid.uuid4(), node_id="n", status="completed",
+                                 previous_status="running",
+                                 progress={"execution_status": "running", "completed_steps": completed,
+                                           "total_steps": 4})
+
+    first = events.publish(step(2), channel="nobody-listens-here")
+    # when a change that counted before the other branch finished publishes 1 of 4
+    late = events.publish(step(1), channel="nobody-listens-here")
+    # then it is published as 2 of 4, after the first, and the history agrees
+    assert (first["completed_steps"], first["percentage"]) == (2, 50.0)
+    assert (late["seq"], late["completed_steps"], late["percentage"], late["total_steps"]) == (2, 2, 50.0, 4)
+    assert events.history(execution_id) == [first, late]
+    # and a later count is published as it is
+    assert events.publish(step(3), channel="nobody-listens-here")["percentage"] == 75.0
