@@ -5,8 +5,10 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.utils import OperationalError as DatabaseOperationalError
 
 from executions import services
+from executions.worker import recycle_connection
 
 
 @shared_task(
@@ -16,8 +18,12 @@ from executions import services
     soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + 5, time_limit=settings.STEP_TIME_LIMIT_SECONDS + 30,
 )
 def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:
-    close_old_connections()  # CONN_MAX_AGE and health check (Celery's per-task close is off: CELERY_DB_REUSE_MAX)
-    outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt)
+    recycle_connection()  # CONN_MAX_AGE, broken connections (Celery's per-task close is off: CELERY_DB_REUSE_MAX)
+    try:
+        outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt)
+    except DatabaseOperationalError as exc:  # the connection broke (a database restart): again, on a new one
+        raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc,
+                         kwargs={"step_id": step_id, "owned_attempt": owned_attempt}, args=())
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in, kwargs={"step_id": step_id, "owned_attempt": outcome.owned_attempt},
                          args=())

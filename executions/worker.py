@@ -16,6 +16,7 @@ Requests (starting, cancelling, retrying runs) keep synchronous commits.
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import connections
 from django.db.backends.signals import connection_created
 
 _enabled = False
@@ -36,3 +37,16 @@ def configure_worker_sessions() -> None:
     # Connections opened from now on; a prefork pool process closes what it inherited (Celery's
     # Django fixup), so every pool process's sessions have it.
     connection_created.connect(_session_settings, dispatch_uid="executions.worker.session_settings")
+
+
+def recycle_connection() -> None:
+    """What an engine task does with its process's database connections before it starts:
+    Django's close_old_connections() (drop a connection an error broke, or one past CONN_MAX_AGE)
+    without the health-check round trip that call schedules before the next query (a worker runs
+    hundreds of short tasks a second on one connection). A task that finds the server gone gets
+    an OperationalError and is run again (executions.tasks.step_run); by then the error has marked
+    the connection, and this closes it, so the retry connects anew."""
+    for conn in connections.all(initialized_only=True):
+        conn.close_if_unusable_or_obsolete()
+        if conn.connection is not None:
+            conn.health_check_done = True  # checked by the errors above, not by a ping

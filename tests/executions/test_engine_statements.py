@@ -296,3 +296,30 @@ def test_a_cancel_racing_a_claim_cancels_the_claimed_step(builtins, pipeline_of,
     assert cancelled.is_set()
     assert ComponentExecution.objects.get(pk=steps["gray"].pk).status == StepStatus.CANCELLED
     assert complete(claimed)[0] is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_after_the_database_dropped_its_connection_gets_a_new_one():
+    import psycopg
+    from django.db.utils import OperationalError
+
+    from executions.worker import recycle_connection
+
+    # given a worker connection that the server dropped (a restart, an idle timeout)
+    recycle_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k in {"host", "port", "user", "dbname"}},
+                         autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    # when the next task starts, nothing pings the server: its first query fails (and is retried)
+    recycle_connection()
+    with pytest.raises(OperationalError), connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    # then the retry's start replaces the broken connection
+    recycle_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != pid
