@@ -174,10 +174,11 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
             for node in dag.nodes.values()
         ]
         ComponentExecution.objects.bulk_create(steps)
+        # In the run's transaction, so it is stamped before anything a worker logs for the run.
+        logs.emit(execution_id=execution.pk, level="info",
+                  message=f"execution created: pipeline {pipeline.name} v{pipeline.version}, {len(steps)} steps, "
+                          f"{len(run_inputs)} input files", event="execution_created")
         _enqueue_on_commit([s.pk for s in steps if not dag.parents[s.node_id]])
-    logs.emit(execution_id=execution.pk, level="info",
-              message=f"execution created: pipeline {pipeline.name} v{pipeline.version}, {len(steps)} steps, "
-                      f"{len(run_inputs)} input files", event="execution_created")
     return execution
 
 
@@ -265,11 +266,11 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
         status = {s.node_id: s.status for s in new_steps}
         ready = [s.pk for s in new_steps if s.status == StepStatus.PENDING
                  and all(status.get(p) == StepStatus.COMPLETED for p in s.input_data.get("parents", []))]
+        reused = sum(1 for s in new_steps if s.status == StepStatus.COMPLETED)
+        logs.emit(execution_id=retry.pk, level="info",
+                  message=f"retry of {execution.pk}: {reused} completed steps reused, {len(new_steps) - reused} to run",
+                  event="execution_retry", retry_of=str(execution.pk))
         _enqueue_on_commit(ready)
-    reused = sum(1 for s in new_steps if s.status == StepStatus.COMPLETED)
-    logs.emit(execution_id=retry.pk, level="info",
-              message=f"retry of {execution.pk}: {reused} completed steps reused, {len(new_steps) - reused} to run",
-              event="execution_retry", retry_of=str(execution.pk))
     return retry
 
 

@@ -323,3 +323,21 @@ def test_a_task_after_the_database_dropped_its_connection_gets_a_new_one():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_runs_created_line_is_stored_before_its_first_step_is_enqueued(builtins, pipeline_of, user, monkeypatch):
+    from executions.tasks import step_run
+
+    seen = []
+
+    def enqueue(args, **kwargs):
+        step = ComponentExecution.objects.get(pk=args[0])
+        seen.append(ExecutionLogRecord.objects.filter(execution_id=step.execution_id,
+                                                      extra__event="execution_created").exists())
+
+    monkeypatch.setattr(step_run, "apply_async", enqueue)
+    # when a run starts, a worker may log for it as soon as its root is enqueued
+    execution_start(pipeline=pipeline_of([node("only", "passthrough")]), inputs=[], user=user)
+    # so its "created" line (and timestamp) is there before that
+    assert seen == [True]
