@@ -73,6 +73,11 @@ def build(
                    component=component, extra=extra, timestamp=None)
 
 
+def echoes(level: str) -> bool:
+    """Whether a record of this level reaches the process's console (build it only then)."""
+    return logger.isEnabledFor(logging.getLevelName(normalize_level(level).upper()))
+
+
 def echo(record) -> None:
     """The record on the process's console (logger `imageflow.executions`)."""
     logger.log(

@@ -413,15 +413,18 @@ def _announce_claim(claim: engine_sql.Claim) -> None:
     step = claim.fetched.step
     progress = {"execution_status": ExecutionStatus.RUNNING, "completed_steps": claim.counts.finished_steps,
                 "total_steps": claim.counts.total_steps}
+    echo = logs.echoes("info")  # the rows are stored already; these are only for the console
     if claim.run_started:
-        logs.echo(logs.build(execution_id=step.execution_id, level="info",
-                             message=f"execution {ExecutionStatus.PENDING} -> {ExecutionStatus.RUNNING}"))
+        if echo:
+            logs.echo(logs.build(execution_id=step.execution_id, level="info",
+                                 message=f"execution {ExecutionStatus.PENDING} -> {ExecutionStatus.RUNNING}"))
         step.execution.status = ExecutionStatus.RUNNING
         _send_on_commit(signals.execution_status_changed, execution_id=step.execution_id,
                         status=ExecutionStatus.RUNNING, previous_status=ExecutionStatus.PENDING, progress=progress)
-    logs.echo(logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
-                         component=str(step.component), level="info",
-                         message=f"step {step.node_id} started (attempt {step.attempts}) on {step.worker}"))
+    if echo:
+        logs.echo(logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
+                             component=str(step.component), level="info",
+                             message=f"step {step.node_id} started (attempt {step.attempts}) on {step.worker}"))
     _send_on_commit(signals.step_status_changed, execution_id=step.execution_id, step_id=step.pk,
                     node_id=step.node_id, status=StepStatus.RUNNING, previous_status=StepStatus.PENDING,
                     progress=progress)
