@@ -2,12 +2,14 @@
 
 A record is written in the caller's database transaction (so a run's state change and its log
 line commit together), shipped in bulk to the search server by a periodic Celery task, and kept
-afterwards: the table is the source of truth that `manage.py reindex_logs` rebuilds the search
-index from (the local search server keeps its indices in memory only).
+afterwards, for LOG_BUFFER_RETENTION_DAYS (then an hourly task deletes shipped rows): the table is
+what `manage.py reindex_logs` rebuilds the search index from (the local search server keeps its
+indices in memory only). Unshipped rows are never deleted.
 """
 
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -54,6 +56,9 @@ class ExecutionLogRecord(models.Model):
             # The shipper's work queue: small, because shipped rows leave it.
             models.Index(fields=["id"], condition=models.Q(shipped_at__isnull=True, ship_error__isnull=True),
                          name="exlog_unshipped_idx"),
+            # Retention finds old rows by time: a BRIN index (rows arrive in time order) costs almost
+            # nothing to keep up on this insert-heavy table.
+            BrinIndex(fields=["timestamp"], name="exlog_timestamp_brin"),
         ]
 
     def __str__(self) -> str:

@@ -318,6 +318,14 @@ PROGRESS_LONG_POLL_MAX_SECONDS = env.float("PROGRESS_LONG_POLL_MAX_SECONDS", 25.
 LOG_SHIP_INTERVAL_SECONDS = env.float("LOG_SHIP_INTERVAL_SECONDS", 2.0)
 LOG_SHIP_BATCH_SIZE = env.int("LOG_SHIP_BATCH_SIZE", 2000)
 CELERY_IMPORTS = ["executions.logstore.tasks"]
+# Shipped log rows are kept in PostgreSQL this long (what `reindex_logs` can rebuild the search
+# index from), then deleted by an hourly task; 0 keeps them forever. Unshipped rows are never deleted.
+LOG_BUFFER_RETENTION_DAYS = env.int("LOG_BUFFER_RETENTION_DAYS", 30)
+CELERY_BEAT_SCHEDULE["executions-prune-log-buffer"] = {
+    "task": "executions.logstore.tasks.prune_log_buffer",
+    "schedule": 3600.0,
+    "options": {"expires": 3600},
+}
 CELERY_BEAT_SCHEDULE["executions-ship-logs"] = {
     "task": "executions.logstore.tasks.ship_logs",
     "schedule": LOG_SHIP_INTERVAL_SECONDS,

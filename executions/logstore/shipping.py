@@ -164,6 +164,19 @@ def ship_pending(
     return result
 
 
+def prune_shipped(*, older_than, batch_size: int = 10_000) -> int:
+    """Deletes shipped rows whose timestamp is before `older_than`, in batches (short transactions,
+    no long lock on a busy table). Rows not shipped yet, or refused, are kept whatever their age.
+    Returns how many rows were deleted."""
+    deleted = 0
+    while True:
+        batch = ExecutionLogRecord.objects.filter(timestamp__lt=older_than, shipped_at__isnull=False).values("id")
+        count, _ = ExecutionLogRecord.objects.filter(id__in=batch[:batch_size]).delete()
+        deleted += count
+        if count < batch_size:
+            return deleted
+
+
 def reindex(
     *, batch_size: int = DEFAULT_BATCH_SIZE, execution_id=None, client: Elasticsearch | None = None,
     refresh: bool = True,

@@ -23,6 +23,21 @@ def ship_logs(max_batches: int = 50) -> int:
     return result.shipped
 
 
+@shared_task(name="executions.logstore.tasks.prune_log_buffer", ignore_result=True)
+def prune_log_buffer() -> int:
+    """Deletes shipped log rows older than LOG_BUFFER_RETENTION_DAYS (beat entry
+    `executions-prune-log-buffer`); 0 days keeps them all."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.logstore.shipping import prune_shipped
+
+    if settings.LOG_BUFFER_RETENTION_DAYS <= 0:
+        return 0
+    return prune_shipped(older_than=timezone.now() - timedelta(days=settings.LOG_BUFFER_RETENTION_DAYS))
+
+
 SHIP_SOON_KEY = "executions:logstore:ship-soon"
 
 

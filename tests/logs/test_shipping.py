@@ -172,3 +172,37 @@ def test_reindex_logs_says_so_when_the_search_server_is_unreachable():
             pytest.raises(CommandError, match="search server is unavailable"):
         call_command("reindex_logs")
     assert ExecutionLogRecord.objects.get().shipped_at is None
+
+
+def test_retention_deletes_only_shipped_rows_past_the_window(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.logstore.tasks import prune_log_buffer
+
+    # given rows of a run: shipped and old, unshipped and old, refused and old, shipped and recent
+    execution = PipelineExecutionFactory()
+    now = timezone.now()
+    old, recent = now - timedelta(days=31), now - timedelta(days=29)
+
+    def row(message, timestamp, **fields):
+        return ExecutionLogRecord.objects.create(execution=execution, level="info", message=message,
+                                                 timestamp=timestamp, **fields)
+
+    shipped_old = [row(f"shipped old {i}", old, shipped_at=old) for i in range(5)]
+    kept = [row("unshipped old", old), row("refused old", old, ship_error="mapping"),
+            row("shipped recent", recent, shipped_at=recent)]
+    settings.LOG_BUFFER_RETENTION_DAYS = 30
+    # when the hourly retention runs (in batches smaller than what it deletes)
+    from executions.logstore.shipping import prune_shipped
+
+    assert prune_shipped(older_than=now - timedelta(days=30), batch_size=2) == 5
+    # then only the shipped rows past 30 days are gone
+    remaining = set(ExecutionLogRecord.objects.filter(execution=execution).values_list("id", flat=True))
+    assert remaining == {r.id for r in kept} and not remaining & {r.id for r in shipped_old}
+    # and the task finds nothing more; with retention off it deletes nothing at all
+    assert prune_log_buffer() == 0
+    settings.LOG_BUFFER_RETENTION_DAYS = 0
+    ExecutionLogRecord.objects.filter(execution=execution).update(shipped_at=old, ship_error=None, timestamp=old)
+    assert prune_log_buffer() == 0 and ExecutionLogRecord.objects.filter(execution=execution).count() == 3
