@@ -25,6 +25,12 @@ class ParamValueType(models.TextChoices):
     JSON = "json", "json"
 
 
+
+# The category of a carrier pipeline: a workflow version materialized to run it (workflow_apply).
+# Reserved: carriers are left out of pipeline lists unless this category is asked for.
+CARRIER_PIPELINE_CATEGORY = "workflow-apply"
+
+
 class Component(TimestampedModel):
     """An image-processing step that a pipeline node names by (name, version)."""
 

@@ -6,7 +6,7 @@ from django.db.models import Q, QuerySet
 
 from imageflow.api.ownership import scope_to_user
 
-from .models import Component, Pipeline, PipelineVersion
+from .models import CARRIER_PIPELINE_CATEGORY, Component, Pipeline, PipelineVersion
 
 
 def component_list(*, search: str | None = None) -> QuerySet[Component]:
@@ -17,8 +17,10 @@ def component_list(*, search: str | None = None) -> QuerySet[Component]:
 
 
 def pipeline_list(*, user, search: str | None = None, tags: list[str] | None = None,
-                  category: str | None = None) -> QuerySet[Pipeline]:
-    """Pipelines the user may see, most recently updated first."""
+                  category: str | None = None, carriers: bool = False) -> QuerySet[Pipeline]:
+    """Pipelines the user may see, most recently updated first. Carrier pipelines (a workflow
+    version materialized to run it) belong to their workflow's runs: a list leaves them out unless
+    `carriers` or their category is asked for (a run's pipeline link still opens them)."""
     queryset = scope_to_user(Pipeline.objects.all(), user=user).order_by("-updated_at", "id")
     if search:
         queryset = queryset.filter(Q(name__icontains=search) | Q(description__icontains=search))
@@ -26,6 +28,8 @@ def pipeline_list(*, user, search: str | None = None, tags: list[str] | None = N
         queryset = queryset.filter(tags__name=tag.strip().lower())
     if category:
         queryset = queryset.filter(category=category)
+    elif not carriers:
+        queryset = queryset.exclude(category=CARRIER_PIPELINE_CATEGORY)
     return queryset.prefetch_related("tags")
 
 

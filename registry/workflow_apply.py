@@ -25,14 +25,22 @@ from django.db import transaction
 
 from imageflow.audit.services import audit_record
 from imageflow.exceptions import ConflictError
-from registry.models import Component, ComponentRunner, Pipeline, Workflow, WorkflowAccess, WorkflowVersion
+from registry.models import (
+    CARRIER_PIPELINE_CATEGORY,
+    Component,
+    ComponentRunner,
+    Pipeline,
+    Workflow,
+    WorkflowAccess,
+    WorkflowVersion,
+)
 from registry.similarity import node_component_name
 from registry.workflow_document import ParamValueError, check_param_value, clean_document, parse_param_text
 from registry.workflow_selectors import workflow_document
 
 HTTP_COMPONENT_NAME = "workflow-http"
 HTTP_COMPONENT_VERSION = "1"
-CARRIER_CATEGORY = "workflow-apply"
+CARRIER_CATEGORY = CARRIER_PIPELINE_CATEGORY
 PLACEHOLDER = re.compile(r"^\{\{\s*params\.([A-Za-z0-9_.\-]+)\s*\}\}$")
 
 

@@ -18,7 +18,16 @@ from django.db.models import F, Value
 
 from imageflow.audit.services import audit_record
 from imageflow.orgs.models import Organization
-from registry.models import Tag, Workflow, WorkflowAccess, WorkflowEdge, WorkflowNode, WorkflowParam, WorkflowVersion
+from registry.models import (
+    CARRIER_PIPELINE_CATEGORY,
+    Tag,
+    Workflow,
+    WorkflowAccess,
+    WorkflowEdge,
+    WorkflowNode,
+    WorkflowParam,
+    WorkflowVersion,
+)
 from registry.similarity import (
     name_tokens,
     registered_component_names,
@@ -363,6 +372,9 @@ def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: li
 
     if category is not None and (not isinstance(category, str) or len(category) > 100):
         raise ValidationError({"category": ["must be a string of at most 100 characters."]})
+    if category is not None and category.strip() == CARRIER_PIPELINE_CATEGORY:
+        raise ValidationError({"category": [f"{CARRIER_PIPELINE_CATEGORY!r} is reserved for pipelines that carry an "
+                                            f"applied workflow."]})
     if tags is not None and not all(isinstance(t, str) and t.strip() and len(t.strip()) <= 100 for t in tags):
         raise ValidationError({"tags": ["must be a list of non-empty strings of at most 100 characters."]})
     if set_organization:

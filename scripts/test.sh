@@ -8,6 +8,12 @@ VENV="${VENV:-$ROOT/.venv}"
 
 scripts/setup.sh
 scripts/services.sh start
+# A queue and Redis key prefixes of this run's own: a `make run` worker, or another test run on
+# the same Redis, must not take this run's tasks or see its events (and the other way round).
+run_id="test-$$"
+export CELERY_TASK_DEFAULT_QUEUE="${CELERY_TASK_DEFAULT_QUEUE:-imageflow-$run_id}"
+export CHANNEL_LAYER_PREFIX="${CHANNEL_LAYER_PREFIX:-imageflow-$run_id}"
+export CACHE_KEY_PREFIX="${CACHE_KEY_PREFIX:-imageflow-$run_id}"
 set +e
 "$VENV/bin/python" -m pytest "$@"
 status=$?

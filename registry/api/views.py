@@ -79,7 +79,8 @@ class PipelineViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     def get_queryset(self):
         return selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"),
                                        tags=self.request.query_params.getlist("tag"),
-                                       category=text_param(self.request, "category"))
+                                       category=text_param(self.request, "category"),
+                                       carriers=self.action != "list")
 
     def get_serializer_class(self):
         return PipelineListSerializer if self.action == "list" else PipelineSerializer

@@ -221,3 +221,24 @@ def test_each_user_applies_through_a_pipeline_of_their_own(api, user):
     run = PipelineExecution.objects.get(created_by=user)
     assert run.pipeline.created_by == user
     assert api.get(f"/api/v1/pipelines/{run.pipeline_id}/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_carrier_pipelines_are_listed_only_when_their_category_is_asked_for(api, user):
+    from registry.models import CARRIER_PIPELINE_CATEGORY, Pipeline
+
+    # given a pipeline of the user's own, and a workflow the user applied (through a carrier pipeline)
+    own = Pipeline.objects.create(name="mine", definition={"nodes": [], "edges": []}, created_by=user)
+    created = api.post("/api/v1/workflows/", sample_document(), format="json").json()
+    assert api.post(f"/api/v1/workflows/{created['id']}/apply/", {"params": {"url": "http://x"}},
+                    format="json").status_code == 202
+    carrier = PipelineExecution.objects.get(created_by=user).pipeline
+    # then the pipeline list shows the user's pipelines, not the carrier
+    listed = [p["id"] for p in api.get("/api/v1/pipelines/").json()["results"]]
+    assert listed == [str(own.pk)]
+    # and asking for the carriers' category lists it
+    carriers = api.get(f"/api/v1/pipelines/?category={CARRIER_PIPELINE_CATEGORY}").json()["results"]
+    assert [p["id"] for p in carriers] == [str(carrier.pk)]
+    # and nobody can label a pipeline of theirs as a carrier
+    response = api.put(f"/api/v1/pipelines/{own.pk}/labels/", {"category": CARRIER_PIPELINE_CATEGORY}, format="json")
+    assert response.status_code == 400 and "reserved" in str(response.json())
