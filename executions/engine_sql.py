@@ -200,6 +200,10 @@ class FetchedStep:
     step: ComponentExecution  # with .execution (id, status, created_by_id) and .component loaded
     parents: dict[str, tuple[str, dict | None]] = field(default_factory=dict)  # node id -> (status, output_data)
 
+    @property
+    def parent_outputs(self) -> dict[str, dict | None]:
+        return {node_id: output for node_id, (_, output) in self.parents.items()}
+
 
 def _json(value: Any) -> Any:
     # Django loads jsonb as text (JSONField decodes it); raw queries get the text too.

@@ -98,10 +98,8 @@ def emit(
     component: str | None = None,
     **extra: Any,
 ) -> None:
-    record = _record(
-        execution_id=execution_id, level=level, message=message, step_id=step_id, node_id=node_id,
-        component=component, extra=extra, timestamp=None,
-    )
+    record = build(execution_id=execution_id, level=level, message=message, step_id=step_id, node_id=node_id,
+                   component=component, **extra)
     record.save(force_insert=True)
     echo(record)
 

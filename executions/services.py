@@ -345,13 +345,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     claim = engine_sql.claim_step(step_id=step_id, now=timezone.now(), worker=worker_id())
     if claim is not None:  # the usual delivery: one statement claimed it and brought what it needs
         _announce_claim(claim)
-        step, attempt = claim.fetched.step, claim.fetched.step.attempts
-        try:
-            inputs = _step_inputs(step, {node_id: output for node_id, (_, output) in claim.fetched.parents.items()})
-        except StepFailure as exc:
-            step_fail(step=step, attempt=attempt, message=str(exc))
-            return StepOutcome(reason="bad inputs")
-        return _run_claimed(step, attempt, inputs)
+        return _run_claimed(claim.fetched, claim.fetched.step.attempts)
 
     # Not claimable: see why.
     fetched = engine_sql.fetch_step(step_id)
@@ -400,12 +394,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     if not took:
         return StepOutcome(reason="taken over by another delivery")
     step.attempts, step.worker = attempt, worker_id()
-    try:
-        inputs = _step_inputs(step, {node_id: output for node_id, (_, output) in fetched.parents.items()})
-    except StepFailure as exc:
-        step_fail(step=step, attempt=attempt, message=str(exc))
-        return StepOutcome(reason="bad inputs")
-    return _run_claimed(step, attempt, inputs)
+    return _run_claimed(fetched, attempt)
 
 
 def _announce_claim(claim: engine_sql.Claim) -> None:
@@ -529,7 +518,14 @@ def _log_started(step: ComponentExecution, attempt: int) -> None:
               event="step_started", attempt=attempt)
 
 
-def _run_claimed(step: ComponentExecution, attempt: int, input_ids: list[str]) -> StepOutcome:
+def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int) -> StepOutcome:
+    """Run a step this delivery holds (claimed or taken over) on its parents' outputs."""
+    step = fetched.step
+    try:
+        input_ids = _step_inputs(step, fetched.parent_outputs)
+    except StepFailure as exc:
+        step_fail(step=step, attempt=attempt, message=str(exc))
+        return StepOutcome(reason="bad inputs")
     ids = dict(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, component=str(step.component))
     step.input_data = {**(step.input_data or {}), "inputs": input_ids}
     by_id = {str(f.id): f for f in File.objects.filter(id__in=input_ids)} if input_ids else {}
@@ -538,7 +534,8 @@ def _run_claimed(step: ComponentExecution, attempt: int, input_ids: list[str]) -
     try:
         return _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch)
     finally:
-        monitor.unwatch(watch)  # whatever happened: a forgotten watch would keep a dead step's claim alive
+        if not watch.stopped:  # whatever happened: a forgotten watch would keep a dead step's claim alive
+            monitor.unwatch(watch)
 
 
 def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch) -> StepOutcome:

@@ -341,3 +341,24 @@ def test_a_runs_created_line_is_stored_before_its_first_step_is_enqueued(builtin
     execution_start(pipeline=pipeline_of([node("only", "passthrough")]), inputs=[], user=user)
     # so its "created" line (and timestamp) is there before that
     assert seen == [True]
+
+
+def test_a_step_asking_for_an_output_its_parent_did_not_produce_fails_with_the_edge_named(
+        builtins, pipeline_of, user, jpeg_file):
+    from executions.services import step_execute
+
+    # given a run whose edge takes output 2 of a parent that passes on one file
+    pipeline = pipeline_of([node("a", "passthrough"), node("b", "grayscale")],
+                           [{"from": "a", "to": "b", "outputs": [2]}])
+    execution = execution_start(pipeline=pipeline, inputs=[jpeg_file().id], user=user)
+    steps = steps_of(execution)
+    assert step_execute(step_id=steps["a"].pk).reason == "completed"
+    # when the child runs
+    outcome = step_execute(step_id=steps["b"].pk)
+    # then it fails (claimed, so its run can finish), naming the edge and what the parent produced
+    assert outcome.reason == "bad inputs"
+    child = ComponentExecution.objects.get(pk=steps["b"].pk)
+    assert child.status == StepStatus.FAILED and child.attempts == 1
+    assert child.error_message == "edge a -> b asks for output 2, but a produced 1"
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.FAILED and "node 'b'" in execution.error_message
