@@ -15,11 +15,13 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from executions.routing import websocket_urlpatterns  # noqa: E402
+from imageflow.request_limits import RequestBodyLimitMiddleware  # noqa: E402
 from imageflow.ws_auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
 
 websocket_application = AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
 
 application = ProtocolTypeRouter({
-    "http": django_asgi_app,
+    # Body limits are checked before Django spools the body to disk (imageflow/request_limits.py).
+    "http": RequestBodyLimitMiddleware(django_asgi_app),
     "websocket": BrowserOriginValidator(websocket_application),
 })

@@ -215,6 +215,12 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "imageflow.api.pagination.StandardPagination",
     "EXCEPTION_HANDLER": "imageflow.api.errors.api_exception_handler",
+    # JSON with a nesting limit (API_JSON_MAX_DEPTH); forms and multipart as DRF's defaults.
+    "DEFAULT_PARSER_CLASSES": [
+        "imageflow.api.parsers.DepthLimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": env.int("API_PAGE_SIZE", 50),
 }
 SPECTACULAR_SETTINGS = {
@@ -350,6 +356,18 @@ FILE_UPLOAD_MAX_BYTES = env.int("FILE_UPLOAD_MAX_BYTES", 512 * 1024 * 1024)
 # Uploads above this many bytes are spooled to a temporary file, never held whole in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = env.int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 FILE_UPLOAD_HANDLERS = ["files.api.upload.HashingUploadHandler"]
+# Request limits (docs/security.md), checked at the ASGI layer before Django reads the body
+# (imageflow/request_limits.py): a multipart body may be FILE_UPLOAD_MAX_BYTES plus this much for
+# part headers and form fields; every other body (JSON, forms) at most API_JSON_MAX_BYTES: room
+# for a workflow import with its metadata, while a parse of the largest body stays cheap.
+REQUEST_MULTIPART_OVERHEAD_BYTES = env.int("REQUEST_MULTIPART_OVERHEAD_BYTES", 1024 * 1024)
+API_JSON_MAX_BYTES = env.int("API_JSON_MAX_BYTES", 4 * 1024 * 1024)
+# Django's own check (request.body, form fields) agrees with the ASGI one, so WSGI and the test
+# client answer the same 413.
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_JSON_MAX_BYTES
+# JSON nested deeper than this is a 400 (the decoder and every walker after it recurse per level);
+# real documents (workflow nodes with parameters and metadata) stay under 10.
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", 64)
 # POST /files/ streams a large upload to the object store while parsing it: parts of this size
 # (S3 minimum 5 MiB) are read back from the upload's temporary file, at most this many at once.
 FILE_UPLOAD_STREAM_PART_BYTES = env.int("FILE_UPLOAD_STREAM_PART_BYTES", 8 * 1024 * 1024)

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
@@ -116,6 +117,12 @@ def django_validation_error_fields(exc: DjangoValidationError) -> dict[str, list
     return {NON_FIELD_KEY: [str(m) for m in exc.messages]}
 
 
+def _too_big_detail() -> str:
+    from django.conf import settings
+
+    return f"The request body may be at most {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
+
+
 def _dag_error_class():
     from registry.dag import DagValidationError
 
@@ -137,6 +144,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         return Response(body, status=400)
     if isinstance(exc, ConflictError):
         exc = Conflict(str(exc) or Conflict.default_detail)
+    elif isinstance(exc, RequestDataTooBig):
+        # Django's own body limit (DATA_UPLOAD_MAX_MEMORY_SIZE = API_JSON_MAX_BYTES), reached where
+        # the ASGI limit did not run first (WSGI, the test client).
+        exc = PayloadTooLarge(_too_big_detail())
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -225,6 +236,9 @@ class ApiErrorMiddleware:
         if isinstance(exception, DjangoPermissionDenied):
             return JsonResponse(problem(status_code=403, type_="permission_denied", detail="Permission denied."),
                                 status=403)
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(problem(status_code=413, type_="payload_too_large", detail=_too_big_detail()),
+                                status=413)
         logger.exception("unhandled error at %s", request.path)
         return JsonResponse(problem(status_code=500, type_="server_error",
                                     detail="An unexpected error occurred; it has been logged."), status=500)
