@@ -6,6 +6,7 @@ secret key (see `refuse_unsafe_production`).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -79,6 +80,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Django's own 404/405/500 pages under /api/ answer in the API error shape.
     "imageflow.api.errors.ApiErrorMiddleware",
+    # Last, so its process_exception is asked first: an outage raised by any view is a 503.
+    "imageflow.outages.OutageMiddleware",
 ]
 
 ROOT_URLCONF = "imageflow.urls"
@@ -101,6 +104,36 @@ TEMPLATES = [
 ]
 
 # --- PostgreSQL -------------------------------------------------------------------------------
+# Web processes (uvicorn, ASGI) take connections from a psycopg pool of their own: Django runs each
+# request's sync code on a thread of its own, and a persistent connection per thread outlives the
+# thread (50 clients left ~100 connections open and the server refusing everyone). A pooled
+# process holds at most DATABASE_POOL_MAX_SIZE connections, a request waits up to
+# DATABASE_POOL_TIMEOUT_SECONDS for one (then 503), and a connection the server closed is
+# replaced by the pool (checked on checkout). Celery worker processes are single-threaded and
+# keep one persistent connection each (DATABASE_CONN_MAX_AGE) instead; a `celery` command turns
+# the pool off by default. PgBouncer in front of PostgreSQL is the production option for many
+# hosts (docs/settings.md).
+RUNNING_CELERY = Path(sys.argv[0]).name == "celery"
+DATABASE_POOL = env.bool("DATABASE_POOL", not RUNNING_CELERY)
+DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", 2)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", 10)
+DATABASE_POOL_TIMEOUT_SECONDS = env.float("DATABASE_POOL_TIMEOUT_SECONDS", 10.0)
+# An idle pooled connection above the minimum is closed after this long.
+DATABASE_POOL_MAX_IDLE_SECONDS = env.float("DATABASE_POOL_MAX_IDLE_SECONDS", 300.0)
+
+
+def database_options(*, pool: bool) -> dict:
+    if not pool:
+        return {}
+    # With CONN_HEALTH_CHECKS on, Django has the pool check each connection on checkout: one
+    # terminated by the server (a restart, pg_terminate_backend) while idle in the pool is
+    # replaced, so the process recovers by itself.
+    return {"pool": {
+        "min_size": DATABASE_POOL_MIN_SIZE, "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": DATABASE_POOL_TIMEOUT_SECONDS, "max_idle": DATABASE_POOL_MAX_IDLE_SECONDS,
+    }}
+
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -109,8 +142,10 @@ DATABASES = {
         "PASSWORD": env.str("DATABASE_PASSWORD", ""),
         "HOST": env.str("DATABASE_HOST", "127.0.0.1"),
         "PORT": env.int("DATABASE_PORT", 5432),
-        "CONN_MAX_AGE": env.int("DATABASE_CONN_MAX_AGE", 60),
+        # Pooled connections go back to the pool at the end of each request (CONN_MAX_AGE 0).
+        "CONN_MAX_AGE": 0 if DATABASE_POOL else env.int("DATABASE_CONN_MAX_AGE", 60),
         "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": database_options(pool=DATABASE_POOL),
         # Transactions are opened by services, where the boundary is visible (STYLE.md).
         "ATOMIC_REQUESTS": False,
         # Separate test databases let several test runs share one server.
@@ -252,6 +287,11 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "WARNING"}, "elastic_transport": {"level": "WARNING"}},
 }
 
+# --- Outages (imageflow/outages.py) ------------------------------------------------------------
+# An unavailable database, Redis, broker, object store or search server is answered 503 with this
+# Retry-After.
+OUTAGE_RETRY_AFTER_SECONDS = env.int("OUTAGE_RETRY_AFTER_SECONDS", 5)
+
 # --- Demo data ---------------------------------------------------------------------------------
 DEMO_USERNAME = env.str("DEMO_USERNAME", "admin")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", "imageflow-admin")
@@ -266,9 +306,13 @@ STEP_HEARTBEAT_SECONDS = env.float("STEP_HEARTBEAT_SECONDS", 5.0)
 STEP_HEARTBEAT_TIMEOUT_SECONDS = env.float("STEP_HEARTBEAT_TIMEOUT_SECONDS", 30.0)
 # How many times a step's body may start (worker crashes count); then the step fails.
 STEP_MAX_ATTEMPTS = env.int("STEP_MAX_ATTEMPTS", 3)
-# Transient errors (object store unavailable, connection reset) retry with exponential backoff.
-STEP_TRANSIENT_RETRIES = env.int("STEP_TRANSIENT_RETRIES", 4)
+# A step that meets a transient error (object store or another service unavailable, connection
+# reset) runs again after a pause that doubles from STEP_RETRY_BACKOFF_SECONDS up to
+# STEP_RETRY_BACKOFF_MAX_SECONDS, for as long as the errors have lasted less than the budget; then
+# it fails naming the service. The default budget rides out an outage of 3 minutes.
+STEP_TRANSIENT_RETRY_BUDGET_SECONDS = env.float("STEP_TRANSIENT_RETRY_BUDGET_SECONDS", 180.0)
 STEP_RETRY_BACKOFF_SECONDS = env.float("STEP_RETRY_BACKOFF_SECONDS", 2.0)
+STEP_RETRY_BACKOFF_MAX_SECONDS = env.float("STEP_RETRY_BACKOFF_MAX_SECONDS", 30.0)
 # Celery worker sessions (step claims and completions, output rows, log lines) commit without
 # waiting for the WAL flush unless this is on; a PostgreSQL crash can then lose the last fraction
 # of a second of them, which the engine redoes (see executions/worker.py). On: every worker
@@ -320,6 +364,9 @@ CHANNEL_LAYERS = {
 PROGRESS_EVENT_HISTORY = env.int("PROGRESS_EVENT_HISTORY", 5000)  # events kept per run for replay
 PROGRESS_EVENT_TTL_SECONDS = env.int("PROGRESS_EVENT_TTL_SECONDS", 7 * 24 * 3600)
 PROGRESS_LONG_POLL_MAX_SECONDS = env.float("PROGRESS_LONG_POLL_MAX_SECONDS", 25.0)
+# A WebSocket / event-stream ticket (POST /api/v1/ws-tickets/, then ?ticket=) is good for one
+# connection within this many seconds (docs/security.md): long enough to open the socket.
+WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", 30)
 # Execution log records are buffered in PostgreSQL and shipped in bulk this often.
 LOG_SHIP_INTERVAL_SECONDS = env.float("LOG_SHIP_INTERVAL_SECONDS", 2.0)
 LOG_SHIP_BATCH_SIZE = env.int("LOG_SHIP_BATCH_SIZE", 2000)
@@ -372,3 +419,12 @@ API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", 64)
 # (S3 minimum 5 MiB) are read back from the upload's temporary file, at most this many at once.
 FILE_UPLOAD_STREAM_PART_BYTES = env.int("FILE_UPLOAD_STREAM_PART_BYTES", 8 * 1024 * 1024)
 FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT = env.int("FILE_UPLOAD_STREAM_PARTS_IN_FLIGHT", 8)
+
+# --- Images: decoding, metadata, outputs (docs/images.md) ---------------------------------------
+# Largest image (width x height) accepted: a bigger one is a 400 on upload and a step failure at
+# run time, refused from its header before a pixel is decoded (decompression bombs). 120 MP
+# covers 100-megapixel cameras; a full decode of one in RGB takes ~360 MB of worker memory.
+IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", 120_000_000)
+# Images up to this many pixels are decoded whole on upload to catch corrupt pixel data; larger
+# ones are checked structurally (header, PNG CRCs, the JPEG's segments to its end marker).
+IMAGE_UPLOAD_FULL_DECODE_MAX_PIXELS = env.int("IMAGE_UPLOAD_FULL_DECODE_MAX_PIXELS", 40_000_000)

@@ -9,6 +9,9 @@ VENV="${VENV:-$ROOT/.venv}"
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 WORKER_CONCURRENCY="${WORKER_CONCURRENCY:-2}"
+# Web processes: one per core (at least 2), as in production (docs/reliability.md, "Serving"). Each
+# holds at most DATABASE_POOL_MAX_SIZE (10) database connections.
+WEB_CONCURRENCY="${WEB_CONCURRENCY:-$(( $(nproc) > 2 ? $(nproc) : 2 ))}"
 
 scripts/setup.sh
 scripts/services.sh start
@@ -30,6 +33,7 @@ WORKER_PID=$!
 echo "$WORKER_PID" > var/run/celery.pid
 trap 'kill "$WORKER_PID" 2>/dev/null || true; wait "$WORKER_PID" 2>/dev/null || true' EXIT INT TERM
 echo "run: Celery worker started (pid $WORKER_PID, log var/log/celery.log)"
-echo "run: admin http://$HOST:$PORT/admin/   API http://$HOST:$PORT/api/v1/   docs http://$HOST:$PORT/api/docs/"
+echo "run: $WEB_CONCURRENCY web processes; admin http://$HOST:$PORT/admin/   API http://$HOST:$PORT/api/v1/   docs http://$HOST:$PORT/api/docs/"
 # websockets-sansio delivered progress events with the lowest latency here (bench/live_latency.py).
-"$VENV/bin/uvicorn" imageflow.asgi:application --host "$HOST" --port "$PORT" --lifespan off --ws websockets-sansio
+"$VENV/bin/uvicorn" imageflow.asgi:application --host "$HOST" --port "$PORT" --lifespan off --ws websockets-sansio \
+  --workers "$WEB_CONCURRENCY"
