@@ -129,6 +129,10 @@ def _dag_error_class():
     return DagValidationError
 
 
+def _view_name(context: dict) -> str:
+    return context.get("view").__class__.__name__ if context.get("view") else "API view"
+
+
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """DRF's EXCEPTION_HANDLER: every exception of an API view becomes the error shape."""
     headers: dict[str, str] = {}
@@ -169,7 +173,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         set_rollback()
         return Response(body, status=exc.status_code, headers=headers)
 
-    logger.exception("unhandled error in %s", context.get("view").__class__.__name__ if context.get("view") else "API view")
+    from imageflow.outages import outage_body, retry_after_seconds, unavailable_service
+
+    service = unavailable_service(exc)
+    if service is not None:
+        logger.warning("%s unavailable in %s: %s", service, _view_name(context), exc)
+        set_rollback()
+        return Response(outage_body(service), status=503, headers={"Retry-After": str(retry_after_seconds())})
+    logger.exception("unhandled error in %s", _view_name(context))
     set_rollback()
     return Response(problem(status_code=500, type_="server_error", detail="An unexpected error occurred; it has been logged."),
                     status=500)
@@ -177,7 +188,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
 
 # --- Plain Django views (outside DRF) under /api/ and the project-wide handlers -----------------
 
-def _is_api_path(request) -> bool:
+def is_api_path(request) -> bool:
     return request.path.startswith("/api/") or request.path == "/healthz"
 
 
@@ -188,7 +199,7 @@ def api_not_found(request, *args, **kwargs) -> JsonResponse:
 
 
 def handler404(request, exception=None):
-    if _is_api_path(request):
+    if is_api_path(request):
         return api_not_found(request)
     from django.views.defaults import page_not_found
 
@@ -196,7 +207,15 @@ def handler404(request, exception=None):
 
 
 def handler500(request):
-    if _is_api_path(request):
+    import sys
+
+    from imageflow.outages import outage_response, unavailable_service
+
+    exc = sys.exc_info()[1]
+    service = unavailable_service(exc) if exc is not None else None
+    if service is not None:  # an outage raised outside a view (inside a middleware)
+        return outage_response(request, service)
+    if is_api_path(request):
         body = problem(status_code=500, type_="server_error", detail="An unexpected error occurred; it has been logged.")
         return JsonResponse(body, status=500)
     from django.views.defaults import server_error
@@ -213,7 +232,7 @@ class ApiErrorMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if (_is_api_path(request) and response.status_code in (404, 405, 500)
+        if (is_api_path(request) and response.status_code in (404, 405, 500)
                 and not response.get("Content-Type", "").startswith("application/json")):
             # Django's own 404 (no URL matched) / 405 / debug pages, not produced by an API view.
             status_code = response.status_code
@@ -228,7 +247,7 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        if not _is_api_path(request):
+        if not is_api_path(request):
             return None
         if isinstance(exception, Http404):
             return JsonResponse(problem(status_code=404, type_="not_found", detail=str(exception) or "Not found."),
