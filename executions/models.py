@@ -125,6 +125,11 @@ class ComponentExecution(TimestampedModel):
                   "in the same statement, and the one that reaches 0 enqueues the step (a row lock, so two "
                   "parents finishing at once cannot both miss it). The claim still checks the parents.",
     )
+    enqueue_failed = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="The step was ready but its task could not be sent (broker down): the next sweep sends it.",
+    )
     reused_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reused_by",
         help_text="The completed step of an earlier run whose outputs this step reuses (retry from failure).",
@@ -137,7 +142,11 @@ class ComponentExecution(TimestampedModel):
             choices_check(field="status", choices=StepStatus, name="component_executions_status_valid"),
             models.UniqueConstraint(fields=["execution", "node_id"], name="component_executions_node_uniq"),
         ]
-        indexes = [models.Index(fields=["status", "heartbeat_at"], name="cexec_status_heartbeat_idx")]
+        indexes = [
+            models.Index(fields=["status", "heartbeat_at"], name="cexec_status_heartbeat_idx"),
+            # The sweep's outbox: steps whose task was never sent (empty but for a broker outage).
+            models.Index(fields=["id"], condition=models.Q(enqueue_failed=True), name="cexec_enqueue_failed_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.node_id} [{self.status}]"

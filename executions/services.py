@@ -23,7 +23,7 @@ from typing import Any, Iterable
 import psutil
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, close_old_connections, connection, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.utils import InterfaceError as DatabaseInterfaceError
 from django.db.utils import OperationalError as DatabaseOperationalError
 from django.db.models import Exists, OuterRef, Q
@@ -41,6 +41,7 @@ from executions.models import (
     StepStatus,
 )
 from files.models import File
+from imageflow.outages import LABELS, unavailable_service
 from registry.dag import merge_parameters, validate_definition
 from registry.models import Pipeline
 
@@ -188,14 +189,32 @@ def _enqueue_on_commit(step_ids: Iterable) -> None:
         return
 
     def send() -> None:
-        from executions.tasks import step_run
-
         # Registered after the signals of the change that made these steps ready, so its progress
         # events are out before any of them can start (executions.events.publish).
-        for step_id in ids:
-            step_run.apply_async(args=[step_id])
+        _enqueue_steps(ids)
 
     transaction.on_commit(send)
+
+
+def _enqueue_steps(ids: list[str]) -> None:
+    """Send the tasks of committed ready steps. The commit is what counts: when the broker cannot
+    take them, the steps are marked `enqueue_failed` (the outbox) and the next sweep sends them,
+    so the request that committed them still succeeds (202) and no client retries into a
+    duplicate run."""
+    from executions.tasks import step_run
+
+    for position, step_id in enumerate(ids):
+        try:
+            step_run.apply_async(args=[step_id])
+        except Exception as exc:  # broker unreachable (or refusing): the sweep delivers the rest
+            unsent = ids[position:]
+            logger.warning("could not enqueue %d ready steps (%s: %s); the sweep will send them",
+                           len(unsent), type(exc).__name__, exc)
+            try:
+                ComponentExecution.objects.filter(pk__in=unsent, status=StepStatus.PENDING).update(enqueue_failed=True)
+            except DatabaseError:  # the database went too: the sweep finds them as silent ready steps
+                logger.warning("could not mark %d steps for the sweep", len(unsent), exc_info=True)
+            return
 
 
 # --- cancel and retry ----------------------------------------------------------------------------
@@ -284,6 +303,8 @@ class StepOutcome:
     retry_in: float | None = None
     owned_attempt: int | None = None
     reason: str = ""
+    # When this step's current run of transient errors began (epoch seconds), carried by the retry.
+    transient_since: float | None = None
 
 
 class TransientStepError(Exception):
@@ -295,22 +316,17 @@ class StepFailure(Exception):
 
 
 def is_transient(exc: BaseException) -> bool:
-    import botocore.exceptions as bex
     from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
     if isinstance(exc, (TransientStepError, DatabaseInterfaceError)):
         return True
-    if isinstance(exc, DatabaseOperationalError) and not connection.in_atomic_block:
-        return True  # the database was unreachable or restarted; the step can simply run again
-    if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError, bex.EndpointConnectionError,
-                        bex.ConnectionClosedError, bex.ReadTimeoutError, bex.ConnectTimeoutError)):
+    if isinstance(exc, DatabaseOperationalError):
+        # the database was unreachable or restarted; the step can simply run again (not inside a
+        # transaction, which the error has broken)
+        return not connection.in_atomic_block
+    if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError)):
         return True
-    if isinstance(exc, bex.ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0
-        return status >= 500 or code in {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"}
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and isinstance(cause, (ConnectionError, TimeoutError))
+    return unavailable_service(exc) is not None
 
 
 def _worker_is_dead(worker: str) -> bool:
@@ -339,9 +355,11 @@ def _step_inputs(step: ComponentExecution, parent_outputs: dict[str, dict | None
     return inputs
 
 
-def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
+def step_execute(*, step_id, owned_attempt: int | None = None, transient_since: float | None = None) -> StepOutcome:
     """Claim a step, run its component and record the result. Safe to call again for the same
-    step at any time (duplicate delivery, redelivery after a crash): only one caller runs it."""
+    step at any time (duplicate delivery, redelivery after a crash): only one caller runs it.
+    `owned_attempt` and `transient_since` come with the retry of a delivery that met a transient
+    error (see `_transient_retry`)."""
     claim = engine_sql.claim_step(step_id=step_id, now=timezone.now(), worker=worker_id())
     if claim is not None:  # the usual delivery: one statement claimed it and brought what it needs
         _announce_claim(claim)
@@ -394,7 +412,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None) -> StepOutcome:
     if not took:
         return StepOutcome(reason="taken over by another delivery")
     step.attempts, step.worker = attempt, worker_id()
-    return _run_claimed(fetched, attempt)
+    return _run_claimed(fetched, attempt, transient_since=transient_since if own else None)
 
 
 def _announce_claim(claim: engine_sql.Claim) -> None:
@@ -518,7 +536,7 @@ def _log_started(step: ComponentExecution, attempt: int) -> None:
               event="step_started", attempt=attempt)
 
 
-def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int) -> StepOutcome:
+def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int, *, transient_since: float | None = None) -> StepOutcome:
     """Run a step this delivery holds (claimed or taken over) on its parents' outputs."""
     step = fetched.step
     try:
@@ -532,13 +550,13 @@ def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int) -> StepOutcome:
     monitor = _step_monitor()
     watch = monitor.watch(step, attempt)
     try:
-        return _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch)
+        return _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch, transient_since)
     finally:
         if not watch.stopped:  # whatever happened: a forgotten watch would keep a dead step's claim alive
             monitor.unwatch(watch)
 
 
-def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch) -> StepOutcome:
+def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch, transient_since) -> StepOutcome:
     from executions.runners import StepContext, get_runner
     from files.services import file_delete
 
@@ -558,15 +576,20 @@ def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch) -> StepOu
             file_delete(file=created)
         elapsed_ms = int((time.monotonic() - started) * 1000)
         cause = _describe(exc)
-        if is_transient(exc) and attempt <= settings.STEP_TRANSIENT_RETRIES:
-            delay = settings.STEP_RETRY_BACKOFF_SECONDS * (2 ** (attempt - 1))
-            ComponentExecution.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempts=attempt).update(
-                heartbeat_at=timezone.now() + timedelta(seconds=delay))
-            logs.emit(level="warning", message=f"step {step.node_id}: transient error, retrying in {delay:.1f}s: {cause}",
-                      event="step_transient_error", attempt=attempt, **ids)
-            return StepOutcome(retry_in=delay, owned_attempt=attempt, reason="transient error")
         if is_transient(exc):
-            cause = f"gave up after {attempt} attempts: {cause}"
+            since = transient_since if transient_since is not None else time.time()
+            delay = _transient_retry_delay(elapsed=time.time() - since)
+            if delay is not None:
+                ComponentExecution.objects.filter(pk=step.pk, status=StepStatus.RUNNING, attempts=attempt).update(
+                    heartbeat_at=timezone.now() + timedelta(seconds=delay))
+                logs.emit(level="warning",
+                          message=f"step {step.node_id}: transient error, retrying in {delay:.1f}s: {cause}",
+                          event="step_transient_error", attempt=attempt, **ids)
+                return StepOutcome(retry_in=delay, owned_attempt=attempt, reason="transient error",
+                                   transient_since=since)
+            service = unavailable_service(exc)
+            what = f"{LABELS[service]} unavailable" if service else "transient errors"
+            cause = f"{what} for {time.time() - since:.0f}s (retry budget {settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS:g}s); gave up: {cause}"
         step_fail(step=step, attempt=attempt, message=cause, execution_time_ms=elapsed_ms)
         return StepOutcome(reason="failed")
     peak_rss = monitor.unwatch(watch)
@@ -581,6 +604,15 @@ def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch) -> StepOu
     step_complete(step=step, attempt=attempt, output_data=output_data, execution_time_ms=elapsed_ms,
                   resource_usage=usage, created_files=context.created_files)
     return StepOutcome(reason="completed")
+
+
+def _transient_retry_delay(*, elapsed: float) -> float | None:
+    """The pause before the next try of a step whose transient errors began `elapsed` seconds ago,
+    or None once they have lasted the budget. The pause is as long as the errors have lasted so
+    far (so it doubles), between STEP_RETRY_BACKOFF_SECONDS and STEP_RETRY_BACKOFF_MAX_SECONDS."""
+    if elapsed >= settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS:
+        return None
+    return min(settings.STEP_RETRY_BACKOFF_MAX_SECONDS, max(settings.STEP_RETRY_BACKOFF_SECONDS, elapsed))
 
 
 def _describe(exc: BaseException) -> str:
@@ -738,8 +770,10 @@ def execution_sweep() -> dict[str, int]:
     stale = list(ComponentExecution.objects.filter(
         status=StepStatus.RUNNING, execution__status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
     ).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).values_list("id", "execution_id", "node_id"))
+    # Pending steps silent past the cutoff (a lost message) and those whose task could not be sent
+    # (enqueue_failed: at once).
     waiting = ComponentExecution.objects.filter(
-        status=StepStatus.PENDING, updated_at__lt=cutoff,
+        Q(updated_at__lt=cutoff) | Q(enqueue_failed=True), status=StepStatus.PENDING,
         execution__status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
     ).only("id", "execution_id", "node_id", "input_data")[:1000]
     ready = []
@@ -759,6 +793,9 @@ def execution_sweep() -> dict[str, int]:
 
     for step_id, _, _ in stale + ready:
         step_run.apply_async(args=[str(step_id)])
+    if ready:
+        ComponentExecution.objects.filter(pk__in=[step_id for step_id, _, _ in ready], enqueue_failed=True).update(
+            enqueue_failed=False)
     # Runs whose steps have all finished but which are still open: the end of a run is a commit
     # of its own after the last completion, and a crash in between (or of PostgreSQL, losing it)
     # leaves the run open with nothing left to deliver.

@@ -17,16 +17,17 @@ from executions.worker import recycle_connection
     ignore_result=True, track_started=False,
     soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + 5, time_limit=settings.STEP_TIME_LIMIT_SECONDS + 30,
 )
-def step_run(self, step_id: str, owned_attempt: int | None = None) -> str:
+def step_run(self, step_id: str, owned_attempt: int | None = None, transient_since: float | None = None) -> str:
     recycle_connection()  # CONN_MAX_AGE, broken connections (Celery's per-task close is off: CELERY_DB_REUSE_MAX)
     try:
-        outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt)
+        outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt, transient_since=transient_since)
     except DatabaseOperationalError as exc:  # the connection broke (a database restart): again, on a new one
-        raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc,
-                         kwargs={"step_id": step_id, "owned_attempt": owned_attempt}, args=())
+        raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc, args=(),
+                         kwargs={"step_id": step_id, "owned_attempt": owned_attempt, "transient_since": transient_since})
     if outcome.retry_in is not None:
-        raise self.retry(countdown=outcome.retry_in, kwargs={"step_id": step_id, "owned_attempt": outcome.owned_attempt},
-                         args=())
+        raise self.retry(countdown=outcome.retry_in, args=(),
+                         kwargs={"step_id": step_id, "owned_attempt": outcome.owned_attempt,
+                                 "transient_since": outcome.transient_since})
     return outcome.reason
 
 

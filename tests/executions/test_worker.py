@@ -99,13 +99,26 @@ def test_transient_failure_is_retried(thread_worker, contract_component, pipelin
 
 def test_transient_failures_give_up_after_the_retry_budget(thread_worker, engine_settings, contract_component,
                                                            pipeline_of, user, tmp_path):
-    engine_settings.STEP_TRANSIENT_RETRIES = 0
+    engine_settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS = 0
     pipeline = pipeline_of([{"id": "flaky", "component": {"name": "invert-external", "version": "1.0.0"},
                              "parameters": {"tempfail_marker": str(tmp_path / "tempfail")}}])
     execution = wait_finished(execution_start(pipeline=pipeline, inputs=[], user=user))
     step = execution.steps.get()
     assert step.status == StepStatus.FAILED and step.attempts == 1
-    assert step.error_message.startswith("gave up after 1 attempts: TransientStepError")
+    assert step.error_message.startswith("transient errors for 0s (retry budget 0s); gave up: TransientStepError")
+
+
+def test_transient_retry_pause_doubles_up_to_the_cap_within_the_budget(settings):
+    from executions.services import _transient_retry_delay
+
+    settings.STEP_RETRY_BACKOFF_SECONDS, settings.STEP_RETRY_BACKOFF_MAX_SECONDS = 2.0, 30.0
+    settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS = 180.0
+    # tries at t = 0, 2, 4, 8, 16, 32, 62, 92, ... while the errors have lasted under 180 s
+    elapsed, tries = 0.0, [0.0]
+    while (delay := _transient_retry_delay(elapsed=elapsed)) is not None:
+        elapsed += delay
+        tries.append(elapsed)
+    assert tries == [0, 2, 4, 8, 16, 32, 62, 92, 122, 152, 182]
 
 
 def test_step_time_limit(thread_worker, engine_settings, contract_component, pipeline_of, user, tmp_path):
