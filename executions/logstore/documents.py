@@ -20,7 +20,9 @@ ALIAS_SUFFIX = "logs"
 
 
 class LogRecordDocument(Document):
-    """One log line. `_id` is the durable buffer's row id, so a record shipped twice is stored once."""
+    """One log line. `_id` is its run's id and the durable buffer's row id
+    (`shipping.document_id`): a record shipped twice is stored once, and deployments sharing a
+    cluster never overwrite each other's records."""
 
     record_id = Long()
     execution_id = Keyword()

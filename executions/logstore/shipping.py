@@ -1,7 +1,7 @@
 """Bulk shipping of the durable log buffer to the search server.
 
 One shipper works at a time (a transaction-scoped PostgreSQL advisory lock per batch: a second
-shipper finds it taken and leaves; row locks would cost a write per row). Rows are sent with one `_bulk` request per batch with `_id` = row id (a retried batch
+shipper finds it taken and leaves; row locks would cost a write per row). Rows are sent with one `_bulk` request per batch with `_id` = run id + row id (a retried batch
 overwrites itself instead of duplicating), and marked shipped in the same transaction, only for
 the items the server acknowledged. When the server cannot be reached the transaction rolls back:
 the rows stay unshipped and the next run sends them.
@@ -87,6 +87,17 @@ def record_source(row: dict) -> dict:
     }
 
 
+def document_id(*, execution_id, record_id: int) -> str:
+    """A record's `_id` in the search index: its run's UUID and its row id. Unique across every
+    deployment (and test run) that shares a cluster and an index prefix, where the row id alone is
+    not; the same row always gets the same `_id`, so shipping it twice stores it once."""
+    return f"{execution_id}.{record_id}"
+
+
+def record_id_of(doc_id: str) -> int:
+    return int(doc_id.rpartition(".")[2])
+
+
 def _bulk_body(rows: list[dict]) -> str:
     lines: list[str] = []
     index_names: dict[tuple[int, int], str] = {}
@@ -94,7 +105,8 @@ def _bulk_body(rows: list[dict]) -> str:
         when = row["timestamp"].astimezone(dt_timezone.utc)
         month = (when.year, when.month)
         index = index_names.get(month) or index_names.setdefault(month, monthly_index_name(when))
-        lines.append('{"index":{"_index":"%s","_id":"%d"}}' % (index, row["id"]))
+        lines.append('{"index":{"_index":"%s","_id":"%s"}}'
+                     % (index, document_id(execution_id=row["execution_id"], record_id=row["id"])))
         lines.append(json.dumps(record_source(row), ensure_ascii=False))
     return "\n".join(lines) + "\n"
 
@@ -113,7 +125,7 @@ def send_bulk(client: Elasticsearch, rows: list[dict], *, refresh: bool = False)
     refused: dict[int, str] = {}
     for item in response.get("items", []):
         result = next(iter(item.values()))
-        record_id = int(result["_id"])
+        record_id = record_id_of(result["_id"])
         status = int(result.get("status", 500))
         if 200 <= status < 300:
             acknowledged.append(record_id)

@@ -5,7 +5,7 @@ import pytest
 
 from executions.log_models import ExecutionLogRecord
 from executions.logstore.documents import alias_name
-from executions.logstore.shipping import SearchUnavailable, ship_pending
+from executions.logstore.shipping import SearchUnavailable, record_id_of, ship_pending
 from executions.logstore.tasks import ship_logs
 from executions.models import ExecutionStatus
 from executions.services import execution_start
@@ -56,7 +56,7 @@ def test_records_of_a_run_while_search_is_down_become_searchable_exactly_once_wh
     es = get_client()
     es.indices.refresh(index=alias_name())
     response = es.search(index=alias_name(), query={"term": {"execution_id": str(execution.id)}}, size=1000)
-    assert sorted(int(hit["_id"]) for hit in response["hits"]["hits"]) == expected_ids
+    assert sorted(record_id_of(hit["_id"]) for hit in response["hits"]["hits"]) == expected_ids
     assert response["hits"]["total"]["value"] == len(expected_ids)
     assert not rows.filter(shipped_at__isnull=True).exists()
     # and the run's messages are searchable by text

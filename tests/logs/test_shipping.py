@@ -7,8 +7,9 @@ from django.db import transaction
 
 from executions import logs
 from executions.log_models import ExecutionLogRecord
-from executions.logstore.documents import alias_name, monthly_index_name
-from executions.logstore.shipping import ship_pending
+from executions.logstore.documents import alias_name, ensure_template, monthly_index_name
+from executions.logstore.shipping import document_id, record_id_of, send_bulk, ship_pending
+from imageflow.search import get_client
 from tests.factories import ComponentExecutionFactory, PipelineExecutionFactory
 
 pytestmark = pytest.mark.django_db
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def _search_ids(es, **query):
     es.indices.refresh(index=alias_name())
     response = es.search(index=alias_name(), query=query or {"match_all": {}}, size=1000)
-    return sorted(int(hit["_id"]) for hit in response["hits"]["hits"])
+    return sorted(record_id_of(hit["_id"]) for hit in response["hits"]["hits"])
 
 
 def test_emit_writes_a_row_in_the_callers_transaction():
@@ -64,10 +65,11 @@ def test_shipping_sends_every_row_once_with_the_row_id_and_marks_it_shipped(es):
     ids = sorted(ExecutionLogRecord.objects.values_list("id", flat=True))
     # when shipped
     result = ship_pending(refresh=True)
-    # then each is a document whose _id is the row id, in the month's index, with its fields
+    # then each is a document whose _id is the run's id and the row id, in the month's index, with its fields
     assert result.shipped == 3
     assert _search_ids(es) == ids
-    doc = es.get(index=monthly_index_name(datetime.now(UTC)), id=str(ids[0]))["_source"]
+    doc = es.get(index=monthly_index_name(datetime.now(UTC)),
+                 id=document_id(execution_id=execution.id, record_id=ids[0]))["_source"]
     assert doc["execution_id"] == str(execution.id)
     assert doc["pipeline_id"] == str(execution.pipeline_id)
     assert doc["pipeline_name"] == execution.pipeline.name
@@ -206,3 +208,28 @@ def test_retention_deletes_only_shipped_rows_past_the_window(settings):
     settings.LOG_BUFFER_RETENTION_DAYS = 0
     ExecutionLogRecord.objects.filter(execution=execution).update(shipped_at=old, ship_error=None, timestamp=old)
     assert prune_log_buffer() == 0 and ExecutionLogRecord.objects.filter(execution=execution).count() == 3
+
+
+def test_records_of_two_deployments_with_the_same_row_id_do_not_overwrite_each_other(es):
+    # given two deployments sharing a cluster and an index prefix, each with its own log row 1
+    # (two runs of this database stand for them: their row ids collide by construction below)
+    first, second = PipelineExecutionFactory(), PipelineExecutionFactory()
+    logs.emit(execution_id=first.id, level="info", message="from the first deployment")
+    row = ExecutionLogRecord.objects.select_related("execution__pipeline").get()
+    rows = []
+    for execution, message in ((first, "from the first deployment"), (second, "from the second deployment")):
+        rows.append({"id": row.id, "execution_id": execution.id, "step_id": None, "node_id": "", "component": "",
+                     "level": "info", "message": message, "extra": {}, "timestamp": row.timestamp,
+                     "execution__pipeline_id": execution.pipeline_id,
+                     "execution__pipeline__name": execution.pipeline.name,
+                     "execution__created_by_id": execution.created_by_id})
+    # when both are shipped
+    ensure_template(get_client())
+    acknowledged, refused = send_bulk(get_client(), rows, refresh=True)
+    # then both documents are stored, each under its own run
+    assert acknowledged == [row.id, row.id] and refused == {}
+    es.indices.refresh(index=alias_name())
+    hits = es.search(index=alias_name(), query={"term": {"record_id": row.id}}, size=10)["hits"]["hits"]
+    assert sorted(hit["_source"]["message"] for hit in hits) == ["from the first deployment",
+                                                                 "from the second deployment"]
+    assert {hit["_id"] for hit in hits} == {f"{first.id}.{row.id}", f"{second.id}.{row.id}"}
