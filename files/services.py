@@ -18,7 +18,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from .inspection import inspect_image, sanitize_file_name, sha256_of
+from .inspection import inspect_image, name_for_type, sanitize_file_name, sha256_of
 from .models import File
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,8 @@ def file_store(
         with transaction.atomic():
             return File.objects.create(
                 id=file_id,
-                original_name=sanitize_file_name(original_name, fallback=f"{file_id.hex}{facts.extension}"),
+                original_name=name_for_type(sanitize_file_name(original_name, fallback=f"{file_id.hex}{facts.extension}"),
+                                            facts),
                 mime_type=facts.mime_type,
                 file_size=size,
                 storage_path=stored_key,

@@ -3,6 +3,11 @@
 `BUILTIN_OPERATIONS` is the catalogue `manage.py register_builtin_components` loads as
 components (runner "builtin", version BUILTIN_VERSION). A "map" operation turns each input image
 into one output image; a "merge" operation turns all its inputs into one output.
+
+Every operation sees its inputs through files.imaging.image_decode (as a viewer shows them:
+`auto_orient`, on by default; first frame; a working mode, CMYK and 16-bit included) and writes
+its output through files.imaging.image_encode with the source's ICC profile and the EXIF its
+`metadata` policy allows (docs/images.md).
 """
 
 from __future__ import annotations
@@ -17,17 +22,25 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
-from PIL import Image, ImageColor, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageColor, ImageFilter, ImageOps
 
 from executions.runners import RunResult, StepContext
+from files.imaging import (
+    OUTPUT_FORMATS,
+    DecodedImage,
+    ImageRefused,
+    ImageTooLarge,
+    flatten,
+    image_decode,
+    image_encode,
+    output_format,
+)
+from files.metadata import DEFAULT_METADATA_POLICY, METADATA_POLICIES
 
 BUILTIN_VERSION = "1.0.0"
 BUILTIN_IMAGE = "imageflow/builtin"
 
-Image.MAX_IMAGE_PIXELS = 100_000_000
-
-_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
-_JPEG_MODES = {"L", "RGB", "CMYK"}
+_FORMAT_EXTENSIONS = OUTPUT_FORMATS
 
 
 class OperationError(Exception):
@@ -43,9 +56,26 @@ class Operation:
     kind: str = "map"  # map: one output per input; merge: one output from all inputs; passthrough
     min_inputs: int = 1
     max_inputs: int | None = None
+    # (parameters, input size as shown) -> the smallest size the operation needs, so a big JPEG
+    # can be decoded already reduced (files.imaging.image_decode); None: the whole image.
+    reduce_for: Callable[[dict, tuple[int, int]], tuple[int, int] | None] | None = None
 
 
-def _schema(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+# Parameters every image operation takes (docs/images.md, "Orientation" and "Metadata policy").
+IMAGE_PARAMETERS: dict[str, Any] = {
+    "auto_orient": {"type": "boolean", "default": True,
+                    "description": "Apply the EXIF orientation first, so the operation sees the image as a viewer "
+                                   "shows it; off: the stored pixel grid. Outputs always carry orientation 1."},
+    "metadata": {"type": "string", "enum": list(METADATA_POLICIES), "default": DEFAULT_METADATA_POLICY,
+                 "description": "What the output keeps of the source's metadata: keep (EXIF and XMP, less "
+                                "orientation and thumbnail), strip_location (EXIF less GPS, serial numbers and "
+                                "maker notes), strip (none). The ICC color profile is kept in every case."},
+}
+
+
+def _schema(properties: dict[str, Any], required: list[str] | None = None, *, image: bool = True) -> dict[str, Any]:
+    if image:
+        properties = {**properties, **IMAGE_PARAMETERS}
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
         schema["required"] = required
@@ -57,21 +87,39 @@ _RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.B
 _RESAMPLE_PROP = {"type": "string", "enum": list(_RESAMPLE), "default": "lanczos"}
 
 
-def _resize(image: Image.Image, p: dict) -> Image.Image:
+def _resize_target(p: dict, size: tuple[int, int]) -> tuple[int, int] | None:
     width, height = p.get("width"), p.get("height")
     if width is None and height is None:
-        raise OperationError("resize needs width, height or both")
-    if p["keep_aspect"]:
-        ratio_w = width / image.width if width else float("inf")
-        ratio_h = height / image.height if height else float("inf")
+        return None
+    if p.get("keep_aspect", True):
+        ratio_w = width / size[0] if width else float("inf")
+        ratio_h = height / size[1] if height else float("inf")
         ratio = min(ratio_w, ratio_h)
-        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
-    else:
-        size = (width or image.width, height or image.height)
-    return image.resize(size, _RESAMPLE[p["resample"]])
+        return max(1, round(size[0] * ratio)), max(1, round(size[1] * ratio))
+    return width or size[0], height or size[1]
+
+
+def _resize(image: Image.Image, p: dict) -> Image.Image:
+    size = _resize_target(p, image.info.get("shown_size", image.size))
+    if size is None:
+        raise OperationError("resize needs width, height or both")
+    return image.resize(size, _RESAMPLE[p["resample"]], reducing_gap=3.0)
+
+
+def _reduce_for_resize(p: dict, shown: tuple[int, int]) -> tuple[int, int] | None:
+    # The decode may be reduced only as far as the target (a reduced decode then scales exactly
+    # to the size the full one would have given: the target is computed from the shown size).
+    return _resize_target(p, shown)
+
+
+def _fit(box: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    ratio = min(box[0] / size[0], box[1] / size[1], 1.0)
+    return max(1, round(size[0] * ratio)), max(1, round(size[1] * ratio))
 
 
 def _grayscale(image: Image.Image, p: dict) -> Image.Image:
+    if image.mode in {"RGBA", "LA"}:
+        return image.convert("LA")  # transparency is kept
     return ImageOps.grayscale(image) if image.mode != "L" else image.copy()
 
 
@@ -85,11 +133,12 @@ def _sharpen(image: Image.Image, p: dict) -> Image.Image:
 
 
 def _edge_detect(image: Image.Image, p: dict) -> Image.Image:
-    return ImageOps.grayscale(image).filter(ImageFilter.FIND_EDGES)
+    # Transparent pixels hold arbitrary colors: edges are found on the picture over white.
+    return ImageOps.grayscale(flatten(image)).filter(ImageFilter.FIND_EDGES)
 
 
 def _rotate(image: Image.Image, p: dict) -> Image.Image:
-    fill = ImageColor.getcolor(p["fill"], image.mode) if image.mode in {"RGB", "RGBA", "L"} else None
+    fill = ImageColor.getcolor(p["fill"], image.mode) if image.mode in {"RGB", "RGBA", "L", "LA"} else None
     return image.rotate(p["angle"], expand=p["expand"], resample=Image.Resampling.BICUBIC, fillcolor=fill)
 
 
@@ -106,17 +155,21 @@ def _thumbnail(image: Image.Image, p: dict) -> Image.Image:
     return copy
 
 
+def _reduce_for_thumbnail(p: dict, shown: tuple[int, int]) -> tuple[int, int]:
+    return _fit((p["size"], p["size"]), shown)
+
+
 def _convert(image: Image.Image, p: dict) -> Image.Image:
     return image.copy()
 
 
 def _threshold(image: Image.Image, p: dict) -> Image.Image:
     level = p["level"]
-    return ImageOps.grayscale(image).point(lambda value: 255 if value >= level else 0).convert("1")
+    return ImageOps.grayscale(flatten(image)).point(lambda value: 255 if value >= level else 0).convert("1")
 
 
 def _side_by_side(images: list[Image.Image], p: dict) -> Image.Image:
-    images = [i.convert("RGB") for i in images]
+    images = [flatten(i, p["background"]).convert("RGB") for i in images]
     gap = p["gap"]
     if p["direction"] == "horizontal":
         size = (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images))
@@ -135,8 +188,8 @@ def _side_by_side(images: list[Image.Image], p: dict) -> Image.Image:
 
 
 def _composite(images: list[Image.Image], p: dict) -> Image.Image:
-    base = images[0].convert("RGB")
-    overlay = images[1].convert("RGB").resize(base.size, Image.Resampling.LANCZOS)
+    base = flatten(images[0]).convert("RGB")
+    overlay = flatten(images[1]).convert("RGB").resize(base.size, Image.Resampling.LANCZOS)
     return Image.blend(base, overlay, p["alpha"])
 
 
@@ -152,7 +205,7 @@ BUILTIN_OPERATIONS: dict[str, Operation] = {op.name: op for op in [
         "height": {"type": "integer", "minimum": 1, "maximum": 20000},
         "keep_aspect": {"type": "boolean", "default": True},
         "resample": _RESAMPLE_PROP,
-    }), _resize),
+    }), _resize, reduce_for=_reduce_for_resize),
     Operation("grayscale", "Convert to 8-bit grayscale (mode L).", _schema({}), _grayscale),
     Operation("blur", "Gaussian blur.", _schema({
         "radius": {"type": "number", "minimum": 0, "maximum": 100, "default": 2}}), _blur),
@@ -170,10 +223,14 @@ BUILTIN_OPERATIONS: dict[str, Operation] = {op.name: op for op in [
         "right": {"type": "integer", "minimum": 1}, "bottom": {"type": "integer", "minimum": 1}},
         required=["left", "top", "right", "bottom"]), _crop),
     Operation("thumbnail", "Shrink to fit a size x size square, keeping the aspect ratio.", _schema({
-        "size": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 128}}), _thumbnail),
-    Operation("convert", "Re-encode in another format.", _schema({
-        "format": {"type": "string", "enum": list(_FORMAT_EXTENSIONS), "default": "PNG"},
-        "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 90}}), _convert),
+        "size": {"type": "integer", "minimum": 1, "maximum": 4096, "default": 128}}), _thumbnail,
+        reduce_for=_reduce_for_thumbnail),
+    Operation("convert", "Re-encode in another format (alpha going into JPEG or BMP is flattened on background).",
+              _schema({
+                  "format": {"type": "string", "enum": list(_FORMAT_EXTENSIONS), "default": "PNG"},
+                  "quality": {"type": "integer", "minimum": 1, "maximum": 100, "default": 90,
+                              "description": "JPEG, WEBP and AVIF quality; other formats are lossless."},
+                  "background": {**_COLOR, "default": "#ffffff"}}), _convert),
     Operation("threshold", "Black and white (mode 1): pixels >= level become white.", _schema({
         "level": {"type": "integer", "minimum": 0, "maximum": 255, "default": 128}}), _threshold),
     Operation("side_by_side", "Place all inputs next to each other in one image.", _schema({
@@ -184,35 +241,32 @@ BUILTIN_OPERATIONS: dict[str, Operation] = {op.name: op for op in [
         "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}), _composite,
         kind="merge", min_inputs=2, max_inputs=2),
     Operation("passthrough", "Pass the inputs on unchanged, optionally after a pause (demos, benchmarks).", _schema({
-        "sleep_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0}}),
+        "sleep_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0}}, image=False),
         lambda images, p: None, kind="passthrough", min_inputs=0),
 ]}
 
 
-def _open(content: bytes, name: str) -> Image.Image:
+def _open(content: bytes, name: str, operation: Operation, parameters: dict) -> DecodedImage:
+    """The one decode (files.imaging.image_decode), reduced on decode where the operation allows."""
+    reduce_to = None
+    if operation.reduce_for is not None:
+        reduce_to = lambda shown: operation.reduce_for(parameters, shown)  # noqa: E731
     try:
-        image = Image.open(io.BytesIO(content))
-        image.load()
-        return image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        return image_decode(content, auto_orient=parameters.get("auto_orient", True), reduce_to=reduce_to)
+    except ImageTooLarge as exc:
+        raise OperationError(f"input {name} is too large: {exc}") from exc
+    except ImageRefused as exc:
         raise OperationError(f"input {name} is not a readable image: {exc}") from exc
 
 
-def _encode(image: Image.Image, *, source_format: str | None, parameters: dict, operation: str) -> tuple[bytes, str]:
-    fmt = parameters["format"] if operation == "convert" else (source_format or "PNG")
-    if fmt not in _FORMAT_EXTENSIONS:
-        fmt = "PNG"
-    if fmt == "JPEG" and image.mode not in _JPEG_MODES:
-        if operation == "convert":
-            image = image.convert("RGB")
-        else:
-            fmt = "PNG"
-    if fmt in {"WEBP", "GIF", "BMP"} and image.mode == "CMYK":
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    options = {"quality": parameters.get("quality", 90)} if fmt in {"JPEG", "WEBP"} else {}
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue(), _FORMAT_EXTENSIONS[fmt]
+def _encode(image: Image.Image, *, source: DecodedImage, parameters: dict, operation: str) -> tuple[bytes, str]:
+    requested = parameters["format"] if operation == "convert" else None
+    fmt = output_format(source_format=source.format, image=image, requested=requested)
+    policy = parameters.get("metadata", DEFAULT_METADATA_POLICY)
+    content = image_encode(image, fmt=fmt, quality=parameters.get("quality", 90), icc_profile=source.icc_profile,
+                           exif=source.exif_for_output(policy=policy, size=image.size),
+                           xmp=source.xmp_for_output(policy=policy), background=parameters.get("background", "#ffffff"))
+    return content, _FORMAT_EXTENSIONS[fmt]
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -273,12 +327,14 @@ class BuiltinRunner:
         def one(source):
             if context.cancelled.is_set():
                 raise StepFailure("step cancelled")
-            image = _open(file_read_bytes(source), source.original_name or str(source.id))
+            decoded = _open(file_read_bytes(source), source.original_name or str(source.id), operation, params)
+            image = decoded.image
             result = operation.apply(image, params)
-            content, extension = _encode(result, source_format=image.format, parameters=params, operation=name)
+            content, extension = _encode(result, source=decoded, parameters=params, operation=name)
             stored = context.store_output(content=content, name=context.output_name(source, extension))
-            context.log("info", f"{name}: {source.original_name} {image.width}x{image.height} {image.mode} -> "
-                                f"{result.width}x{result.height} {result.mode}")
+            context.log("info", f"{name}: {source.original_name} {decoded.stored_size[0]}x{decoded.stored_size[1]} "
+                                f"orientation {decoded.orientation}, decoded {image.width}x{image.height} "
+                                f"{image.mode} -> {result.width}x{result.height} {result.mode}")
             return stored
 
         size = settings.STEP_IMAGE_CONCURRENCY
@@ -313,11 +369,12 @@ class BuiltinRunner:
         pool_cpu: list[float] = []  # CPU seconds spent on the pool's threads
         try:
             if operation.kind == "merge":
-                loaded = [(source, _open(file_read_bytes(source), source.original_name or str(source.id)))
-                          for source in context.inputs]
-                result = operation.apply([image for _, image in loaded], params)
+                loaded = [(source, _open(file_read_bytes(source), source.original_name or str(source.id), operation,
+                                         params)) for source in context.inputs]
+                result = operation.apply([decoded.image for _, decoded in loaded], params)
+                # The output's format, profile and metadata are the first input's.
                 source, first = loaded[0]
-                content, extension = _encode(result, source_format=first.format, parameters=params, operation=name)
+                content, extension = _encode(result, source=first, parameters=params, operation=name)
                 outputs = [context.store_output(content=content, name=context.output_name(source, extension))]
                 context.log("info", f"{name}: {count} images -> {result.width}x{result.height} {result.mode}")
             else:

@@ -152,18 +152,21 @@ class StreamingObjectUpload:
 
 
 def sniff_extension(head: bytes) -> tuple[str, str] | None:
-    """(extension, MIME type) of an image from its first bytes, or None if not recognised."""
+    """(extension, MIME type) of an image from its first bytes, or None if not recognised; the
+    same names files.inspection gives the whole file (files.imaging.format_facts)."""
     from PIL import Image, UnidentifiedImageError
+
+    from files.imaging import format_facts, format_name
 
     try:
         with Image.open(io.BytesIO(head)) as image:
-            image_format = image.format or ""
+            image_format = format_name(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
     if not image_format:
         return None
-    extension = {"JPEG": ".jpg", "TIFF": ".tif"}.get(image_format, f".{image_format.lower()}")
-    return extension, Image.MIME.get(image_format, "application/octet-stream")
+    facts = format_facts(image_format)
+    return facts.extension, facts.mime_type
 
 
 class StreamingUploadHandler(HashingUploadHandler):
