@@ -32,13 +32,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _clients_process(url: str, clients: int, ready, results) -> None:
+def _clients_process(url: str, token: str, clients: int, ready, results) -> None:
     """Runs `clients` WebSocket clients in one event loop; reports arrival times per event."""
     import websockets
 
     async def one(index: int):
         arrivals = {}
-        async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
+        # The token goes in a header: one in the URL is refused (docs/security.md).
+        async with websockets.connect(url, max_size=None, open_timeout=30,
+                                      additional_headers={"Authorization": f"Token {token}"}) as ws:
             snapshot = json.loads(await ws.recv())
             assert snapshot["type"] == "snapshot"
             one.connected += 1
@@ -80,8 +82,8 @@ def run_phase(*, port: int, token: str, clients: int, steps: int, interval: floa
 
     ctx = multiprocessing.get_context("spawn")
     ready, results = ctx.Event(), ctx.Queue()
-    url = f"ws://127.0.0.1:{port}/ws/executions/{execution.id}/?token={token}"
-    process = ctx.Process(target=_clients_process, args=(url, clients, ready, results))
+    url = f"ws://127.0.0.1:{port}/ws/executions/{execution.id}/"
+    process = ctx.Process(target=_clients_process, args=(url, token, clients, ready, results))
     process.start()
     if not ready.wait(60):
         process.terminate()

@@ -9,8 +9,9 @@
   the snapshot at once. When the history no longer reaches back to `after`, the answer is a
   fresh snapshot (type "snapshot"), so the client resyncs.
 
-An async Django view (DRF has no async views): session or token authentication as for the API,
-errors in the API's error shape.
+An async Django view (DRF has no async views): the session, an `Authorization: Token` header or
+a single-use `?ticket=` (POST /api/v1/ws-tickets/); a `?token=` in the URL is refused with 401
+(docs/security.md). Errors in the API's error shape.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from executions import events
 from executions.models import PipelineExecution
 from imageflow.api.errors import problem
 from imageflow.api.ownership import is_owner
+from imageflow.ws_auth import credential_in_query
 
 SSE_HEARTBEAT_SECONDS = 15.0
 
@@ -45,13 +47,22 @@ def _token_user(key: str):
     return token.user if token is not None and token.user.is_active else None
 
 
+@sync_to_async
+def _ticket_user(ticket: str):
+    from imageflow.accounts.services import ws_ticket_redeem
+
+    return ws_ticket_redeem(ticket=ticket)
+
+
 async def _user(request):
+    """The header token, a single-use ticket (`?ticket=`, what an EventSource can send) or the
+    session. A token in the URL is never read (see imageflow/ws_auth.py): the caller answers 401."""
     header = request.headers.get("Authorization", "")
     parts = header.split()
     if len(parts) == 2 and parts[0].lower() == "token":
         return await _token_user(parts[1])
-    if request.GET.get("token"):
-        return await _token_user(request.GET["token"])
+    if request.GET.get("ticket"):
+        return await _ticket_user(request.GET["ticket"])
     user = await request.auser()
     return user if user.is_authenticated else None
 
@@ -122,6 +133,9 @@ def _int_param(request, name: str, *, default: float | None, minimum: float = 0)
 async def execution_events(request, pk):
     if request.method != "GET":
         return _error(405, "method_not_allowed", f'Method "{request.method}" not allowed.')
+    if credential_in_query(request.GET):
+        return _error(401, "token_in_url", "API tokens are not accepted in URLs (they end up in logs): send "
+                      "`Authorization: Token <key>`, or a single-use ticket from POST /api/v1/ws-tickets/ as ?ticket=.")
     user = await _user(request)
     if user is None:
         return _error(401, "not_authenticated", "Authentication credentials were not provided or are invalid.")

@@ -43,3 +43,25 @@ class TokenObtainView(APIView):
 
             return [TokenAuthentication()]
         return []
+
+
+WsTicketResponse = inline_serializer("WsTicketResponse", {
+    "ticket": serializers.CharField(), "expires_in": serializers.IntegerField(help_text="Seconds.")})
+
+
+class WsTicketView(APIView):
+    """`POST /api/v1/ws-tickets/`: a single-use ticket for one WebSocket or event-stream
+    connection (`?ticket=`), so the long-lived token stays out of URLs (docs/security.md)."""
+
+    @extend_schema(request=None, responses={201: WsTicketResponse, **ERROR_RESPONSES(401)},
+                   summary="Get a single-use ticket for a WebSocket or event-stream URL", tags=["auth"])
+    def post(self, request):
+        from django.conf import settings
+
+        from imageflow.accounts.services import ws_ticket_issue
+
+        ticket = ws_ticket_issue(user=request.user)
+        response = Response({"ticket": ticket, "expires_in": settings.WS_TICKET_TTL_SECONDS},
+                            status=status.HTTP_201_CREATED)
+        response["Cache-Control"] = "no-store"
+        return response

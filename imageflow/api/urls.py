@@ -2,12 +2,13 @@
 
 from django.urls import include, path
 
-from .auth import TokenObtainView
+from .auth import TokenObtainView, WsTicketView
 
 app_name = "api"
 
 urlpatterns = [
     path("auth/token/", TokenObtainView.as_view(), name="token"),
+    path("ws-tickets/", WsTicketView.as_view(), name="ws-ticket"),
     path("", include("registry.api.workflow_urls")),
     path("", include("registry.api.urls")),
     path("", include("files.api.urls")),

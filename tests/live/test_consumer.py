@@ -1,5 +1,5 @@
 """`/ws/executions/<id>/` over the real Redis channel layer (Channels' communicator drives the
-project's ASGI application: origin check, session/token auth, routing, consumer)."""
+project's ASGI application: origin check, session/header-token/ticket auth, routing, consumer)."""
 
 import asyncio
 import json
@@ -24,6 +24,10 @@ db = sync_to_async
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def token_header(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Token {key}".encode())]
 
 
 async def connect(path: str, headers=None):
@@ -57,7 +61,7 @@ def test_owner_gets_the_snapshot_then_every_transition_in_order_then_the_close(t
     key = token_for(execution.created_by)
 
     async def scenario():
-        ws = await connect(f"/ws/executions/{execution.id}/?token={key}")
+        ws = await connect(f"/ws/executions/{execution.id}/", headers=token_header(key))
         snapshot = await ws.receive_json_from(timeout=5)
         # when the engine commits the run's transitions
         await db(commit_execution_status)(execution.id, expected="pending", to="running")
@@ -120,7 +124,7 @@ def test_a_user_who_is_not_the_owner_is_refused(token_for):
     key = token_for(UserFactory())
 
     async def scenario():
-        ws = await connect(f"/ws/executions/{execution.id}/?token={key}")
+        ws = await connect(f"/ws/executions/{execution.id}/", headers=token_header(key))
         return await receive_all(ws)
 
     messages, code = run(scenario())
@@ -136,7 +140,12 @@ def test_an_anonymous_client_or_a_bad_token_is_refused():
         return await receive_all(ws)
 
     assert run(scenario(f"/ws/executions/{execution.id}/")) == ([], 4401)
-    assert run(scenario(f"/ws/executions/{execution.id}/?token=not-a-token")) == ([], 4401)
+
+    async def with_header(key):
+        ws = await connect(f"/ws/executions/{execution.id}/", headers=token_header(key))
+        return await receive_all(ws)
+
+    assert run(with_header("not-a-token")) == ([], 4401)
 
 
 def test_staff_may_watch_any_run_with_their_session_cookie():
@@ -165,8 +174,8 @@ def test_a_browser_from_another_site_is_refused_at_the_handshake(token_for):
 
     async def scenario():
         communicator = WebsocketCommunicator(
-            application, f"/ws/executions/{execution.id}/?token={key}",
-            headers=[(b"origin", b"https://evil.example.com")],
+            application, f"/ws/executions/{execution.id}/",
+            headers=[*token_header(key), (b"origin", b"https://evil.example.com")],
         )
         connected, _ = await communicator.connect(timeout=5)
         return connected
@@ -180,7 +189,7 @@ def test_a_gap_in_the_stream_is_filled_from_the_history_in_order(token_for):
     key = token_for(execution.created_by)
 
     async def scenario():
-        ws = await connect(f"/ws/executions/{execution.id}/?token={key}")
+        ws = await connect(f"/ws/executions/{execution.id}/", headers=token_header(key))
         snapshot = await ws.receive_json_from(timeout=5)
         # when one event reaches the history but its broadcast is lost
         lost = await db(events.step_event)(execution_id=execution.id, step_id=first.id, node_id="load",

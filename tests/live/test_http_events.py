@@ -58,8 +58,8 @@ def test_server_sent_events_stream_the_snapshot_and_every_event_until_the_end(to
     key = token_for(execution.created_by)
 
     async def scenario():
-        response = await AsyncClient().get(f"/api/v1/executions/{execution.id}/events/", {"token": key},
-                                           headers={"Accept": "text/event-stream"})
+        response = await AsyncClient().get(f"/api/v1/executions/{execution.id}/events/",
+                                           headers={"Accept": "text/event-stream", "Authorization": f"Token {key}"})
         assert response["Content-Type"] == "text/event-stream"
 
         async def drive():

@@ -49,7 +49,8 @@ def test_a_websocket_client_receives_the_snapshot_and_every_transition_of_a_real
             messages.append(json.loads(output["text"]))
 
     async def scenario():
-        ws = WebsocketCommunicator(application, f"/ws/executions/{execution.id}/?token={key}")
+        ws = WebsocketCommunicator(application, f"/ws/executions/{execution.id}/",
+                                   headers=[(b"authorization", f"Token {key}".encode())])
         assert (await ws.connect())[0]
         snapshot = await ws.receive_json_from()
         # when a real worker runs it
