@@ -15,8 +15,12 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from executions.routing import websocket_urlpatterns  # noqa: E402
+from imageflow.log_redaction import install_log_redaction  # noqa: E402
 from imageflow.request_limits import RequestBodyLimitMiddleware  # noqa: E402
 from imageflow.ws_auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
+
+# Credentials in URLs never reach uvicorn's access and handshake log lines in clear.
+install_log_redaction()
 
 websocket_application = AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
 
