@@ -1,7 +1,8 @@
 """ImageFlow settings. Every value comes from the environment with a development default.
 
-IMAGEFLOW_ENV=production turns on the production checks: it refuses DEBUG and the default
-secret key (see `refuse_unsafe_production`).
+IMAGEFLOW_ENV=production turns on the production checks: it refuses DEBUG, the default secret
+key, a wildcard or empty ALLOWED_HOSTS and the development object-store credentials (see
+`refuse_unsafe_production`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = Env()
 
 DEVELOPMENT_SECRET_KEY = "imageflow-development-secret-key-do-not-use-in-production"
+# The local SeaweedFS's credentials (scripts/services.sh); anyone who read this file knows them.
+DEVELOPMENT_S3_ACCESS_KEY_ID = "imageflow"
+DEVELOPMENT_S3_SECRET_ACCESS_KEY = "imageflow-secret"
 
 ENVIRONMENT = env.str("IMAGEFLOW_ENV", "development")
 if ENVIRONMENT not in {"development", "test", "production"}:
@@ -27,7 +31,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", [])
 
 
-def refuse_unsafe_production(*, environment: str, debug: bool, secret_key: str) -> None:
+def refuse_unsafe_production(*, environment: str, debug: bool, secret_key: str, allowed_hosts: list[str],
+                             s3_access_key_id: str, s3_secret_access_key: str) -> None:
+    """Called once every value is read (after the object-storage section); names every problem
+    at once, so a deployment is fixed in one round."""
     if environment != "production":
         return
     problems = []
@@ -35,11 +42,15 @@ def refuse_unsafe_production(*, environment: str, debug: bool, secret_key: str) 
         problems.append("DEBUG is on")
     if secret_key == DEVELOPMENT_SECRET_KEY or len(secret_key) < 32:
         problems.append("SECRET_KEY is the development default or shorter than 32 characters")
+    # "*" accepts any Host header: password-reset links and absolute URLs could be pointed at
+    # another site (host header poisoning), and the WebSocket origin check accepts any origin.
+    if not allowed_hosts or any(host.strip() in ("*", "") for host in allowed_hosts):
+        problems.append("ALLOWED_HOSTS is empty or contains the wildcard '*' (name the hosts served)")
+    if s3_access_key_id == DEVELOPMENT_S3_ACCESS_KEY_ID or s3_secret_access_key == DEVELOPMENT_S3_SECRET_ACCESS_KEY:
+        problems.append("AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are the development object-store credentials")
     if problems:
         raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems) + ".")
 
-
-refuse_unsafe_production(environment=ENVIRONMENT, debug=DEBUG, secret_key=SECRET_KEY)
 
 if ENVIRONMENT == "production":
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -194,11 +205,15 @@ CELERY_RESULT_EXPIRES = 3600
 S3_ENDPOINT_URL = env.str("S3_ENDPOINT_URL", "http://127.0.0.1:8333")
 S3_BUCKET = env.str("S3_BUCKET", "imageflow")
 S3_REGION = env.str("S3_REGION", "us-east-1")
-AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", "imageflow")
-AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", "imageflow-secret")
+AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", DEVELOPMENT_S3_ACCESS_KEY_ID)
+AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", DEVELOPMENT_S3_SECRET_ACCESS_KEY)
 S3_PRESIGNED_EXPIRY_SECONDS = env.int("S3_PRESIGNED_EXPIRY_SECONDS", 300)
 # The URL presigned downloads point at, when browsers reach the store by another address.
 S3_PUBLIC_ENDPOINT_URL = env.str("S3_PUBLIC_ENDPOINT_URL", S3_ENDPOINT_URL)
+
+# Every value the production checks look at is read by now.
+refuse_unsafe_production(environment=ENVIRONMENT, debug=DEBUG, secret_key=SECRET_KEY, allowed_hosts=ALLOWED_HOSTS,
+                         s3_access_key_id=AWS_ACCESS_KEY_ID, s3_secret_access_key=AWS_SECRET_ACCESS_KEY)
 
 STORAGES = {
     "default": {
