@@ -158,6 +158,29 @@ def _last_end_marker(stream: IO[bytes], *, after: int) -> int | None:
     return last
 
 
+def bmff_is_truncated(stream: IO[bytes]) -> bool:
+    """Whether an ISO base media file (HEIF, AVIF) stops inside one of its top-level boxes. A
+    decoder is no help here: libheif decodes an iPhone photo cut in half without complaint (the
+    missing tiles come out gray), so the structure is checked instead."""
+    size = _size_of(stream)
+    offset = 0
+    while offset + 8 <= size:
+        stream.seek(offset)
+        header = stream.read(16)
+        length = int.from_bytes(header[:4], "big")
+        if length == 1:  # a 64-bit size follows the type
+            if len(header) < 16:
+                return True
+            length = int.from_bytes(header[8:16], "big")
+        elif length == 0:  # the box runs to the end of the file
+            return False
+        if length < 8:
+            return True
+        offset += length
+    stream.seek(0)
+    return offset > size
+
+
 def _size_of(stream: IO[bytes]) -> int:
     stream.seek(0, os.SEEK_END)
     size = stream.tell()
@@ -194,6 +217,9 @@ def inspect_image(stream: IO[bytes]) -> ImageFacts:
             trailing = _size_of(stream) - end
             if trailing > 0:
                 metadata["trailing_bytes"] = trailing
+        if image_format in {"HEIF", "AVIF"} and bmff_is_truncated(stream):
+            raise ValidationError("The image is corrupt or truncated: its last box runs past the end of the file.",
+                                  code="corrupt")
         if width * height <= settings.IMAGE_UPLOAD_FULL_DECODE_MAX_PIXELS:
             stream.seek(0)
             with Image.open(stream) as image:
