@@ -1,4 +1,5 @@
-"""Admin helpers shared by every app: JSON shown pretty-printed, timestamps read-only."""
+"""Admin helpers shared by every app: JSON shown pretty-printed, timestamps read-only, read-only
+records, and deletes through the services with their refusals shown as messages."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import json
 from typing import Any
 
 from django import forms
-from django.contrib import admin
-from django.db import models
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html
 
 
@@ -47,3 +51,97 @@ class ImageFlowModelAdmin(admin.ModelAdmin):
 
 class ImageFlowInline:
     formfield_overrides = ImageFlowModelAdmin.formfield_overrides
+
+
+class ReadOnlyAdminMixin:
+    """Records written by services only (history, logs, runs): viewable, never added, changed or
+    deleted by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def validation_messages(exc: ValidationError) -> dict[str, list[str]]:
+    """A ValidationError as {field: [message, ...]} ("__all__" for errors not about a field)."""
+    if hasattr(exc, "error_dict"):
+        return {key: [str(m) for m in messages] for key, messages in exc.message_dict.items()}
+    return {"__all__": [str(m) for m in exc.messages]}
+
+
+def service_refusal_text(exc: Exception) -> str:
+    """One line for an admin message: what the service refused and why."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for key, messages in validation_messages(exc).items():
+            parts.append(" ".join(messages) if key == "__all__" else f"{key}: {' '.join(messages)}")
+        return "; ".join(parts)
+    return str(exc)
+
+
+def _delete_refusals() -> tuple[type[Exception], ...]:
+    from imageflow.exceptions import ConflictError
+
+    return (ConflictError, ValidationError)
+
+
+@admin.action(permissions=["delete"], description="Delete selected %(verbose_name_plural)s")
+def delete_selected_through_service(modeladmin, request, queryset):
+    """Django's bulk delete (its confirmation page included), except that each object is deleted by
+    the admin's service, and an object the service refuses to delete is reported, not a 500."""
+    from django.contrib.admin.actions import delete_selected
+
+    if not request.POST.get("post"):
+        return delete_selected(modeladmin, request, queryset)
+    deleted = 0
+    for obj in queryset:
+        shown = str(obj)
+        try:
+            with transaction.atomic():
+                modeladmin.log_deletions(request, type(obj).objects.filter(pk=obj.pk))
+                modeladmin.service_delete(request, obj)
+        except _delete_refusals() as exc:
+            modeladmin.message_user(request, f"{shown}: not deleted: {service_refusal_text(exc)}", messages.ERROR)
+        else:
+            deleted += 1
+    if deleted:
+        modeladmin.message_user(request, f"Deleted {deleted} {modeladmin.model._meta.verbose_name_plural}.",
+                                messages.SUCCESS)
+    return None
+
+
+class ServiceDeleteMixin:
+    """Deletes go through the app's service (`service_delete`), which may refuse (ConflictError:
+    still used; ValidationError): the refusal is shown as a message on the object's page."""
+
+    def service_delete(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        self.service_delete(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.service_delete(request, obj)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            actions["delete_selected"] = (delete_selected_through_service, "delete_selected",
+                                          delete_selected_through_service.short_description)
+        return actions
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except _delete_refusals() as exc:
+            # The admin's delete ran in a transaction that the refusal rolled back.
+            self.message_user(request, f"Not deleted: {service_refusal_text(exc)}", messages.ERROR)
+            info = (self.model._meta.app_label, self.model._meta.model_name)
+            return HttpResponseRedirect(reverse(f"admin:{info[0]}_{info[1]}_change", args=[object_id],
+                                                current_app=self.admin_site.name))

@@ -1,8 +1,31 @@
+"""The registry in the admin: every save and delete goes through the services the API calls
+(registry/services.py, registry/workflow_services.py), and the forms run the services' own
+validation first, so a refusal shows on the field it is about instead of a 500 or a bad row."""
+
+from __future__ import annotations
+
+from typing import Any
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 
 from executions.admin_actions import run_pipelines
-from imageflow.admin_utils import ImageFlowInline, ImageFlowModelAdmin, pretty_json
+from imageflow.admin_utils import (
+    ImageFlowInline,
+    ImageFlowModelAdmin,
+    ReadOnlyAdminMixin,
+    ServiceDeleteMixin,
+    pretty_json,
+    service_refusal_text,
+    validation_messages,
+)
+from imageflow.api.errors import dag_errors_to_fields
+from imageflow.exceptions import ConflictError
+from registry import services
+from registry.dag import DagValidationError, validate_definition
+from registry.workflow_document import ParamValueError, clean_document, describe_cycle, document_cycle
+from registry.workflow_services import pipeline_labels_check, pipeline_set_labels
 
 from .models import (
     Component,
@@ -18,25 +41,64 @@ from .models import (
 )
 
 
-class ReadOnlyAdminMixin:
-    """History and logs are written by services only: viewable, never editable."""
+def add_errors(form: forms.BaseForm, exc: ValidationError, *, fields: dict[str, str] | None = None) -> None:
+    """Put a service's ValidationError on the form: on the named field where the form has it
+    (`fields` maps service keys to form fields), else as an error of the whole form."""
+    for key, messages_ in validation_messages(exc).items():
+        field = (fields or {}).get(key, key)
+        if field not in form.fields:
+            field = None
+            messages_ = [m if key == "__all__" else f"{key}: {m}" for m in messages_]
+        for message in messages_:
+            form.add_error(field, message)
 
-    def has_add_permission(self, request, obj=None):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+def _finish_as_saved(obj, saved) -> None:
+    """The admin goes on with `obj` (its form's instance: change message, redirect): make it the
+    row the service wrote."""
+    obj.pk = saved.pk
+    obj._state.adding = False
+    obj.refresh_from_db()
 
-    def has_delete_permission(self, request, obj=None):
-        return False
+
+# --- components ------------------------------------------------------------------------------
+
+class ComponentAdminForm(forms.ModelForm):
+    class Meta:
+        model = Component
+        fields = services.COMPONENT_FIELDS
+
+    def clean(self):
+        data = super().clean()
+        try:
+            services.component_check(data={k: data.get(k) for k in ("input_schema", "output_schema",
+                                                                     "resource_requirements")})
+        except ValidationError as exc:
+            add_errors(self, exc)
+        return data
 
 
 @admin.register(Component)
-class ComponentAdmin(ImageFlowModelAdmin):
+class ComponentAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
+    """Saved by component_create / component_update and deleted by component_delete, as in the
+    API: a component that a pipeline names or a run used is not deleted."""
+
+    form = ComponentAdminForm
     list_display = ("name", "version", "runner", "docker_image", "updated_at")
     list_filter = ("runner", "updated_at")
     search_fields = ("name", "description", "docker_image")
     date_hierarchy = "created_at"
+
+    def save_model(self, request, obj, form, change):
+        data = {key: form.cleaned_data.get(key) for key in services.COMPONENT_FIELDS}
+        if change:
+            saved = services.component_update(component=Component.objects.get(pk=obj.pk), data=data)
+        else:
+            saved = services.component_create(**data)
+        _finish_as_saved(obj, saved)
+
+    def service_delete(self, request, obj):
+        services.component_delete(component=obj)
 
 
 class PipelineVersionInline(admin.TabularInline):
@@ -57,21 +119,82 @@ class PipelineVersionInline(admin.TabularInline):
         return False
 
 
+class PipelineAdminForm(forms.ModelForm):
+    """The definition is validated by registry.dag, exactly as the API's create and update are;
+    each problem is shown on the definition field, named as the API names it (field path, node)."""
+
+    class Meta:
+        model = Pipeline
+        fields = ("name", "description", "definition", "category", "tags", "organization")
+        help_texts = {"definition": 'The DAG: {"nodes": [{"id": "resize", "component": {"name": "resize", '
+                                    '"version": "1.0.0"}, "parameters": {"width": 320}}], "edges": [{"from": '
+                                    '"resize", "to": "gray"}]}. A changed definition becomes a new version.'}
+
+    def clean_definition(self):
+        definition = self.cleaned_data.get("definition")
+        try:
+            validate_definition(definition)
+        except DagValidationError as exc:
+            raise ValidationError([f"{key}: {message}" for key, found in dag_errors_to_fields(exc.errors).items()
+                                   for message in found]) from None
+        return definition
+
+    def clean(self):
+        data = super().clean()
+        try:
+            # Unchanged labels stand as they are (a carrier pipeline keeps its reserved category).
+            pipeline_labels_check(
+                category=data.get("category") if "category" in self.changed_data else None,
+                tags=[t.name for t in data.get("tags") or []] if "tags" in self.changed_data else None)
+        except ValidationError as exc:
+            add_errors(self, exc)
+        return data
+
+
 @admin.register(Pipeline)
-class PipelineAdmin(ImageFlowModelAdmin):
+class PipelineAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
+    """Saved by pipeline_create / pipeline_update (a changed definition bumps the version and is
+    stored in the history) and pipeline_set_labels, as in the API; deleted by pipeline_delete."""
+
+    form = PipelineAdminForm
     list_display = ("name", "version", "category", "organization", "created_by", "updated_at")
     list_filter = ("updated_at", "category", "tags", "organization")
     filter_horizontal = ("tags",)
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
-    raw_id_fields = ("created_by",)
+    readonly_fields = ("version", "created_by")
     inlines = [PipelineVersionInline]
     actions = [run_pipelines]
 
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if change:
+            saved = services.pipeline_update(pipeline=obj, user=request.user, data={
+                "name": data["name"], "description": data.get("description"), "definition": data["definition"]})
+        else:
+            saved = services.pipeline_create(name=data["name"], description=data.get("description"),
+                                             definition=data["definition"], created_by=request.user)
+        _finish_as_saved(obj, saved)
+
+    def save_related(self, request, form, formsets, change):
+        # Labels by their service (not form.save_m2m()); the version history inline is read-only.
+        data, changed = form.cleaned_data, set(form.changed_data)
+        if changed & {"category", "tags", "organization"}:
+            pipeline_set_labels(pipeline=form.instance, user=request.user,
+                                category=(data.get("category") or "") if "category" in changed else None,
+                                tags=[t.name for t in data.get("tags") or []] if "tags" in changed else None,
+                                organization=data.get("organization"), set_organization="organization" in changed)
+        form.instance.refresh_from_db()
+        for formset in formsets:
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+
+    def service_delete(self, request, obj):
+        services.pipeline_delete(pipeline=obj)
+
 
 @admin.register(PipelineVersion)
-class PipelineVersionAdmin(ImageFlowModelAdmin):
+class PipelineVersionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     list_display = ("pipeline", "version", "name", "created_by", "created_at")
     search_fields = ("name", "pipeline__name")
     date_hierarchy = "created_at"
@@ -83,21 +206,133 @@ class PipelineVersionAdmin(ImageFlowModelAdmin):
     def definition_pretty(self, obj):
         return pretty_json(obj.definition)
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+# --- workflows ---------------------------------------------------------------------------------
+#
+# The workflow page (form and inlines) is turned into a workflow document and saved by
+# workflow_create / workflow_replace, the services of the API's POST and PUT: the same cleaning
+# (clean_document), version, snapshot and audit entry. Each form runs that cleaning on its own
+# row first, so its errors show on the field they are about.
+
+_PLACEHOLDER_NAME = "workflow"
+
+
+def _row_errors(form: forms.BaseForm, document: dict[str, Any], *, collection: str) -> None:
+    """clean_document of a document holding this one row: its `<collection>.0.<field>` errors go
+    on the form's fields."""
+    try:
+        clean_document(document)
+    except ValidationError as exc:
+        prefix = f"{collection}.0"
+        for key, found in validation_messages(exc).items():
+            if key == prefix or key.startswith(prefix + "."):
+                field = key[len(prefix) + 1:] or None
+                for message in found:
+                    form.add_error(field if field in form.fields else None, message)
+
+
+class WorkflowNodeForm(forms.ModelForm):
+    class Meta:
+        model = WorkflowNode
+        fields = ("order_index", "node_type", "name", "parameters")
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        row = {"node_type": data.get("node_type"), "name": data.get("name"), "parameters": data.get("parameters"),
+               "order_index": data.get("order_index", 0)}
+        _row_errors(self, {"name": _PLACEHOLDER_NAME, "nodes": [row]}, collection="nodes")
+        return data
+
+
+class WorkflowEdgeForm(forms.ModelForm):
+    class Meta:
+        model = WorkflowEdge
+        fields = ("parent_node", "child_node", "handoff_data")
+
+    def clean(self):
+        data = super().clean()
+        parent, child = data.get("parent_node"), data.get("child_node")
+        if self.errors or parent is None or child is None:
+            return data
+        if parent.pk == child.pk:
+            self.add_error("child_node", f"an edge cannot join node {parent.name!r} to itself.")
+            return data
+        nodes = [{"key": n.key, "node_type": n.node_type, "name": n.name} for n in (parent, child)]
+        edge = {"parent": parent.key, "child": child.key, "handoff_data": data.get("handoff_data")}
+        _row_errors(self, {"name": _PLACEHOLDER_NAME, "nodes": nodes, "edges": [edge]}, collection="edges")
+        return data
+
+
+def _deleted_inline_ids(data, prefix: str) -> set[str]:
+    """Ids of the rows of inline `prefix` that this submission deletes."""
+    try:
+        total = int(data.get(f"{prefix}-TOTAL_FORMS") or 0)
+    except ValueError:
+        return set()
+    return {data.get(f"{prefix}-{i}-id") for i in range(total) if data.get(f"{prefix}-{i}-DELETE")} - {None, ""}
+
+
+class WorkflowEdgeFormSet(forms.BaseInlineFormSet):
+    """The edges of the page must not close a cycle (nodes named by name): a cyclic workflow
+    cannot be applied, so the admin refuses it when it is saved rather than when it is run."""
+
+    def clean(self):
+        super().clean()
+        if any(form.errors for form in self.forms):
+            return
+        deleted_nodes = _deleted_inline_ids(self.data, "nodes")
+        nodes: dict[str, dict] = {}
+        edges = []
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None) or {}
+            parent, child = data.get("parent_node"), data.get("child_node")
+            if not data or data.get("DELETE") or parent is None or child is None:
+                continue
+            if str(parent.pk) in deleted_nodes or str(child.pk) in deleted_nodes:
+                continue  # goes with its node
+            for node in (parent, child):
+                nodes[node.key] = {"key": node.key, "name": node.name}
+            edges.append({"parent": parent.key, "child": child.key})
+        cycle = document_cycle({"nodes": list(nodes.values()), "edges": edges})
+        if cycle is not None:
+            raise ValidationError(f"These edges make a cycle: {describe_cycle(cycle)}. A workflow with a cycle "
+                                  "cannot be applied; remove one of its edges.", code="cycle")
+
+
+class WorkflowParamForm(forms.ModelForm):
+    class Meta:
+        model = WorkflowParam
+        fields = ("key", "value_type", "required", "default_value", "metadata")
+        help_texts = {"default_value": "Text that parses as the type (int 3, bool true, json {...}); empty: no default."}
+
+    def clean_default_value(self):
+        # An empty box is no default (null), not an empty text.
+        return self.cleaned_data.get("default_value") or None
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        row = {"key": data.get("key"), "value_type": data.get("value_type"), "required": bool(data.get("required")),
+               "default_value": data.get("default_value"), "metadata": data.get("metadata")}
+        _row_errors(self, {"name": _PLACEHOLDER_NAME, "params": [row]}, collection="params")
+        return data
 
 
 class WorkflowNodeInline(ImageFlowInline, admin.TabularInline):
     model = WorkflowNode
+    form = WorkflowNodeForm
     extra = 0
-    fields = ("order_index", "node_type", "name", "parameters")
+    fields = ("order_index", "node_type", "name", "key", "parameters")
+    readonly_fields = ("key",)
 
 
 class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
     model = WorkflowEdge
+    form = WorkflowEdgeForm
+    formset = WorkflowEdgeFormSet
     extra = 0
     fields = ("parent_node", "child_node", "handoff_data")
 
@@ -118,6 +353,7 @@ class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
 
 class WorkflowParamInline(ImageFlowInline, admin.TabularInline):
     model = WorkflowParam
+    form = WorkflowParamForm
     extra = 0
     fields = ("key", "value_type", "required", "default_value", "metadata")
 
@@ -137,20 +373,41 @@ class WorkflowVersionInline(admin.TabularInline):
         return False
 
 
+def _apply_problem(workflow: Workflow, exc: Exception) -> str:
+    """What workflow_apply refused, with nodes named by name (the carrier's node ids are keys)."""
+    names = dict(WorkflowNode.objects.filter(workflow=workflow).values_list("key", "name"))
+
+    def node(key: Any) -> str:
+        return f"node {names[key]!r}" if key in names else f"node {key!r}"
+
+    if isinstance(exc, DagValidationError):
+        return "; ".join(f"{node(e['node'])}: {e['field']}: {e['message']}" if e.get("node") else
+                         f"{e['field']}: {e['message']}" for e in exc.errors[:5])
+    if isinstance(exc, ValidationError):
+        parts = []
+        for key, found in validation_messages(exc).items():
+            if key.startswith("nodes.") and key[len("nodes."):] in names:
+                key = node(key[len("nodes."):])
+            parts.append(" ".join(found) if key == "__all__" else f"{key}: {' '.join(found)}")
+        return "; ".join(parts)
+    return service_refusal_text(exc)
+
+
+# Everything workflow_apply refuses with (ParamValueError: a stored default that does not
+# parse, caught by resolve_params since; kept here so no later path can answer a 500).
+APPLY_REFUSALS = (ValidationError, DagValidationError, ParamValueError, ConflictError)
+
+
 @admin.action(description="Apply with default param values (runs the current version)")
 def apply_with_defaults(modeladmin, request, queryset):
-    from django.contrib import messages
-    from django.core.exceptions import ValidationError
-
     from registry.workflow_apply import workflow_apply
 
     for workflow in queryset:
         try:
             execution, _ = workflow_apply(workflow=workflow, user=request.user, params={})
-        except ValidationError as exc:
-            details = exc.message_dict if hasattr(exc, "error_dict") else {"": exc.messages}
-            text = "; ".join(f"{k}: {' '.join(v)}" if k else " ".join(v) for k, v in details.items())
-            modeladmin.message_user(request, f"{workflow.name}: not applied: {text}", messages.ERROR)
+        except APPLY_REFUSALS as exc:
+            modeladmin.message_user(request, f"{workflow.name}: not applied: {_apply_problem(workflow, exc)}",
+                                    messages.ERROR)
         else:
             modeladmin.message_user(request, f"{workflow.name} v{workflow.version}: execution {execution.pk} started.",
                                     messages.SUCCESS)
@@ -164,7 +421,7 @@ class WorkflowAdminForm(forms.ModelForm):
 
     class Meta:
         model = Workflow
-        fields = "__all__"
+        fields = ("name", "description", "category", "tags", "organization", "metadata")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -183,13 +440,64 @@ class WorkflowAdminForm(forms.ModelForm):
                     f"loaded at version {based_on}. Reload the page and make your change again.",
                     code="stale_version",
                 )
+        if not self.errors:
+            try:
+                clean_document(_document_fields(data))
+            except ValidationError as exc:
+                add_errors(self, exc)
         return data
+
+
+def _document_fields(data: dict[str, Any]) -> dict[str, Any]:
+    return {"name": data.get("name"), "description": data.get("description") or None,
+            "category": data.get("category") or "", "tags": [t.name for t in data.get("tags") or []],
+            "metadata": data.get("metadata")}
+
+
+def _kept_rows(formset) -> list[forms.ModelForm]:
+    """The forms of an inline whose rows stay: not deleted, not an untouched extra row."""
+    kept = []
+    for form in formset.forms:
+        data = getattr(form, "cleaned_data", None)
+        if not data or data.get("DELETE") or (form.instance._state.adding and not form.has_changed()):
+            continue
+        kept.append(form)
+    return kept
+
+
+def workflow_document_from_page(form: WorkflowAdminForm, formsets) -> dict[str, Any]:
+    """The workflow document the page describes (new nodes get their key from their name, as in
+    the API)."""
+    by_model = {formset.model: formset for formset in formsets}
+    document = _document_fields(form.cleaned_data)
+    kept_nodes = _kept_rows(by_model[WorkflowNode]) if WorkflowNode in by_model else []
+    document["nodes"] = [
+        {**({"key": f.instance.key} if not f.instance._state.adding else {}),
+         "node_type": f.cleaned_data["node_type"], "name": f.cleaned_data["name"],
+         "parameters": f.cleaned_data.get("parameters"), "order_index": f.cleaned_data.get("order_index") or 0}
+        for f in kept_nodes
+    ]
+    kept_keys = {f.instance.key for f in kept_nodes if not f.instance._state.adding}
+    document["edges"] = [
+        {"parent": f.cleaned_data["parent_node"].key, "child": f.cleaned_data["child_node"].key,
+         "handoff_data": f.cleaned_data.get("handoff_data")}
+        for f in (_kept_rows(by_model[WorkflowEdge]) if WorkflowEdge in by_model else [])
+        if f.cleaned_data["parent_node"].key in kept_keys and f.cleaned_data["child_node"].key in kept_keys
+    ]
+    document["params"] = [
+        {"key": f.cleaned_data["key"], "value_type": f.cleaned_data["value_type"],
+         "required": bool(f.cleaned_data.get("required")), "default_value": f.cleaned_data.get("default_value"),
+         "metadata": f.cleaned_data.get("metadata")}
+        for f in (_kept_rows(by_model[WorkflowParam]) if WorkflowParam in by_model else [])
+    ]
+    return document
 
 
 @admin.register(Workflow)
 class WorkflowAdmin(ImageFlowModelAdmin):
-    """Edits through the form and its inlines become a new version (snapshot + audit entry) once
-    saved, and deletes go through the service, exactly like API writes."""
+    """The page (form and inlines) is saved by workflow_create / workflow_replace, the services of
+    the API: the same validation, a new version with its snapshot, and an audit entry. Deletes go
+    through workflow_delete."""
 
     form = WorkflowAdminForm
     list_display = ("name", "version", "category", "organization", "created_by", "apply_count", "read_count",
@@ -198,27 +506,29 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
-    raw_id_fields = ("created_by",)
     filter_horizontal = ("tags",)
-    readonly_fields = ("version", "request_id", "read_count", "apply_count", "reuse_count")
+    readonly_fields = ("version", "created_by", "request_id", "read_count", "apply_count", "reuse_count")
     inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline, WorkflowVersionInline]
     actions = [apply_with_defaults]
 
     def save_model(self, request, obj, form, change):
-        from registry.workflow_selectors import workflow_document
-
-        previous = Workflow.objects.get(pk=obj.pk) if change else None
-        request._workflow_before = workflow_document(previous) if previous else None
-        request._workflow_organization_before = previous.organization_id if previous else None
-        super().save_model(request, obj, form, change)
+        # Saved with its nodes, edges and params by one service call in save_related.
+        pass
 
     def save_related(self, request, form, formsets, change):
-        from registry.workflow_services import workflow_record_external_change
+        from registry.workflow_services import workflow_create, workflow_replace
 
-        super().save_related(request, form, formsets, change)
-        workflow_record_external_change(workflow=form.instance, user=request.user,
-                                        before=getattr(request, "_workflow_before", None),
-                                        organization_before=getattr(request, "_workflow_organization_before", None))
+        document = workflow_document_from_page(form, formsets)
+        organization = form.cleaned_data.get("organization")
+        if change:
+            saved = workflow_replace(workflow=form.instance, user=request.user, data=document,
+                                     based_on_version=form.cleaned_data.get("based_on_version"),
+                                     organization=organization)
+        else:
+            saved, _ = workflow_create(user=request.user, data=document, organization=organization)
+        _finish_as_saved(form.instance, saved)
+        for formset in formsets:  # read by the admin's change message
+            formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
 
     def get_deleted_objects(self, objs, request):
         # Nodes, edges, params and versions are read-only in their own admins but belong to the
@@ -290,7 +600,23 @@ class WorkflowAccessAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     list_select_related = ("workflow", "user")
 
 
+class TagAdminForm(forms.ModelForm):
+    class Meta:
+        model = Tag
+        fields = ("name",)
+
+    def clean_name(self):
+        # The services label with stripped, lower-case names: a tag made here is the one they find.
+        name = (self.cleaned_data.get("name") or "").strip().lower()
+        if not name:
+            raise ValidationError("a non-empty name is required.")
+        if Tag.objects.filter(name=name).exclude(pk=self.instance.pk).exists():
+            raise ValidationError(f"the tag {name!r} exists.")
+        return name
+
+
 @admin.register(Tag)
 class TagAdmin(ImageFlowModelAdmin):
+    form = TagAdminForm
     list_display = ("name", "created_at")
     search_fields = ("name",)

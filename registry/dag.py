@@ -309,6 +309,20 @@ def validate_definition(definition: dict, *, max_nodes: int | None = None) -> Va
                         edges=edges, parents=parents, children=children, order=order, incoming=incoming)
 
 
+def find_cycle(ids: list[str], children: dict[str, list[str]]) -> list[str] | None:
+    """The nodes of one cycle of a graph given as children lists, in order, or None when the graph
+    is acyclic (the check of pipeline definitions, for other graphs such as workflows)."""
+    parents: dict[str, list[str]] = {node_id: [] for node_id in ids}
+    for parent in ids:
+        for child in children.get(parent, []):
+            parents[child].append(parent)
+    full_children = {node_id: list(children.get(node_id, [])) for node_id in ids}
+    order = _topological_order(list(ids), parents, full_children)
+    if len(order) == len(ids):
+        return None
+    return _find_cycle(set(ids) - set(order), full_children)
+
+
 def _topological_order(ids: list[str], parents: dict[str, list[str]], children: dict[str, list[str]]) -> list[str]:
     remaining = {node_id: len(parents[node_id]) for node_id in ids}
     queue = deque(node_id for node_id in ids if remaining[node_id] == 0)

@@ -19,6 +19,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from imageflow.exceptions import ConflictError
+from imageflow.validators import name_problem
 
 from .dag import validate_definition
 from .models import Component, Pipeline, PipelineVersion
@@ -44,7 +45,9 @@ def validate_json_schema(schema: Any, *, field: str) -> None:
         raise ValidationError({field: [f"invalid JSON Schema{f' at {where}' if where else ''}: {exc.message}"]}) from None
 
 
-def _validate_component(data: dict[str, Any]) -> None:
+def component_check(*, data: dict[str, Any]) -> None:
+    """The checks of a component's JSON fields that the database cannot make (the admin's form
+    runs them before it saves, so its errors show on the fields)."""
     validate_json_schema(data.get("input_schema"), field="input_schema")
     validate_json_schema(data.get("output_schema"), field="output_schema")
     resources = data.get("resource_requirements")
@@ -68,7 +71,7 @@ def component_create(*, name: str, version: str, docker_image: str, description:
                      runner: str = Component.Runner.CONTAINER, input_schema: dict | None = None,
                      output_schema: dict | None = None, resource_requirements: dict | None = None) -> Component:
     data = {"input_schema": input_schema, "output_schema": output_schema, "resource_requirements": resource_requirements}
-    _validate_component(data)
+    component_check(data=data)
     component = Component(name=name, version=version, docker_image=docker_image, description=description,
                           runner=runner, **data)
     return _save_component(component)
@@ -78,7 +81,7 @@ def component_update(*, component: Component, data: dict[str, Any]) -> Component
     unknown = set(data) - set(COMPONENT_FIELDS)
     if unknown:
         raise ValidationError({key: ["cannot be changed."] for key in sorted(unknown)})
-    _validate_component(data)
+    component_check(data=data)
     for key, value in data.items():
         setattr(component, key, value)
     return _save_component(component)
@@ -111,8 +114,19 @@ def _record_version(pipeline: Pipeline, *, user) -> PipelineVersion:
 
 
 def _check_metadata(name: Any) -> None:
+    """The name rule (imageflow/validators.py) for callers that bypass the model form and the
+    serializer (imports, clones, commands): a NUL or an over-long name would otherwise reach
+    PostgreSQL and fail there."""
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValidationError({"name": ["must be a non-empty string."]})
+    if name is None:
+        return
+    limit = Pipeline._meta.get_field("name").max_length
+    if len(name) > limit:
+        raise ValidationError({"name": [f"must be at most {limit} characters."]})
+    problem = name_problem(name)
+    if problem:
+        raise ValidationError({"name": [problem]})
 
 
 def pipeline_create(*, name: str, definition: dict, created_by, description: str | None = None) -> Pipeline:

@@ -35,7 +35,14 @@ from registry.models import (
     WorkflowVersion,
 )
 from registry.similarity import node_component_name
-from registry.workflow_document import ParamValueError, check_param_value, clean_document, parse_param_text
+from registry.workflow_document import (
+    ParamValueError,
+    check_param_value,
+    clean_document,
+    describe_cycle,
+    document_cycle,
+    parse_param_text,
+)
 from registry.workflow_selectors import workflow_document
 
 HTTP_COMPONENT_NAME = "workflow-http"
@@ -64,7 +71,12 @@ def resolve_params(*, declared: list[dict[str, Any]], values: Any) -> dict[str, 
             except ParamValueError as exc:
                 errors[f"params.{key}"] = [f"{param['value_type']}: {exc}"]
         elif param.get("default_value") is not None:
-            resolved[key] = parse_param_text(param["value_type"], param["default_value"])
+            try:
+                resolved[key] = parse_param_text(param["value_type"], param["default_value"])
+            except ParamValueError as exc:
+                # A default stored before defaults were checked (or written around the services).
+                errors[f"params.{key}"] = [f"{param['value_type']}: the stored default does not parse: {exc} "
+                                           "Give a value or correct the default."]
         elif param.get("required"):
             errors[f"params.{key}"] = [f"required ({param['value_type']}); no value given and no default."]
         else:
@@ -88,23 +100,9 @@ def substitute(value: Any, params: dict[str, Any]) -> Any:
 
 
 def _acyclic_or_error(document: dict[str, Any]) -> None:
-    children: dict[str, list[str]] = {n["key"]: [] for n in document["nodes"]}
-    indegree = {k: 0 for k in children}
-    for edge in document["edges"]:
-        children[edge["parent"]].append(edge["child"])
-        indegree[edge["child"]] += 1
-    ready = [k for k, d in indegree.items() if d == 0]
-    seen = 0
-    while ready:
-        key = ready.pop()
-        seen += 1
-        for child in children[key]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-    if seen < len(children):
-        stuck = sorted(k for k, d in indegree.items() if d > 0)
-        raise ValidationError({"edges": [f"the workflow has a cycle through {', '.join(stuck[:5])}; "
+    cycle = document_cycle(document)
+    if cycle is not None:
+        raise ValidationError({"edges": [f"the workflow has a cycle: {describe_cycle(cycle)}; "
                                          "only acyclic workflows can be applied."]})
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from imageflow.validators import name_problem
 from registry.models import ParamValueType
 
 DOCUMENT_KEYS = ("name", "description", "category", "tags", "metadata", "nodes", "edges", "params")
@@ -139,6 +140,8 @@ def clean_document(raw: Any) -> dict[str, Any]:
         err("name", "a non-empty string is required.")
     elif len(name) > 255:
         err("name", "at most 255 characters.")
+    elif name_problem(name):
+        err("name", name_problem(name))
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
         err("description", "must be a string or null.")
@@ -180,6 +183,9 @@ def clean_document(raw: Any) -> dict[str, Any]:
         node_name = node.get("name")
         if not isinstance(node_name, str) or not node_name.strip() or len(node_name) > 255:
             err(f"{where}.name", "a non-empty string of at most 255 characters is required.")
+            continue
+        if name_problem(node_name):
+            err(f"{where}.name", name_problem(node_name))
             continue
         key = node.get("key")
         if key is None:
@@ -306,3 +312,20 @@ def canonical(document: dict[str, Any]) -> dict[str, Any]:
         "edges": sorted(document.get("edges") or [], key=lambda e: (e["parent"], e["child"])),
         "params": sorted(document.get("params") or [], key=lambda p: p["key"]),
     }
+
+
+def document_cycle(document: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The nodes of one cycle of a (clean) document's edges, in order, or None when it has none."""
+    from registry.dag import find_cycle
+
+    by_key = {n["key"]: n for n in document["nodes"]}
+    children: dict[str, list[str]] = {key: [] for key in by_key}
+    for edge in document["edges"]:
+        children[edge["parent"]].append(edge["child"])
+    cycle = find_cycle(list(by_key), children)
+    return None if cycle is None else [by_key[key] for key in cycle]
+
+
+def describe_cycle(nodes: list[dict[str, Any]]) -> str:
+    """'Fetch page' -> 'Summarize' -> 'Fetch page': nodes named by name (what staff see), not key."""
+    return " -> ".join(repr(n["name"]) for n in [*nodes, nodes[0]])

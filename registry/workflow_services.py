@@ -178,7 +178,9 @@ def _check_organization(organization: Organization | None, user) -> None:
     if organization is None or user is None or getattr(user, "is_staff", False):
         return
     if not organization.memberships.filter(user=user).exists():
-        raise ValidationError({"organization": ["You are not a member of this organization."]})
+        # Worded as the serializer's answer for an id that does not exist (ORGANIZATION_ERRORS in
+        # registry/api/workflow_serializers.py): whether an organization exists is not revealed.
+        raise ValidationError({"organization": [f"No such organization: {organization.pk}."]})
 
 
 # --- create / replace / delete / restore -------------------------------------------------------
@@ -365,11 +367,9 @@ def workflow_clone(*, workflow: Workflow, user, name: str | None = None,
 
 # --- pipelines: registry labels --------------------------------------------------------------------
 
-def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: list[str] | None = None,
-                        organization: Organization | None = None, set_organization: bool = False):
-    """Category, tags and organization of a pipeline (its definition and versions are untouched)."""
-    from registry.models import Pipeline
-
+def pipeline_labels_check(*, category: str | None = None, tags: list[str] | None = None) -> None:
+    """Raise ValidationError naming `category` or `tags` unless they can label a pipeline (the
+    admin's form runs this before it saves, so its errors show on the fields)."""
     if category is not None and (not isinstance(category, str) or len(category) > 100):
         raise ValidationError({"category": ["must be a string of at most 100 characters."]})
     if category is not None and category.strip() == CARRIER_PIPELINE_CATEGORY:
@@ -377,6 +377,14 @@ def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: li
                                             f"applied workflow."]})
     if tags is not None and not all(isinstance(t, str) and t.strip() and len(t.strip()) <= 100 for t in tags):
         raise ValidationError({"tags": ["must be a list of non-empty strings of at most 100 characters."]})
+
+
+def pipeline_set_labels(*, pipeline, user, category: str | None = None, tags: list[str] | None = None,
+                        organization: Organization | None = None, set_organization: bool = False):
+    """Category, tags and organization of a pipeline (its definition and versions are untouched)."""
+    from registry.models import Pipeline
+
+    pipeline_labels_check(category=category, tags=tags)
     if set_organization:
         _check_organization(organization, user)
     with transaction.atomic():

@@ -88,8 +88,10 @@ def test_component_and_pipeline_writes_are_audited_through_api_and_admin(staff_u
         "versions-0-id": str(pipeline.versions.get().pk), "versions-0-pipeline": str(pipeline.pk)})
     assert response.status_code == 302, response.content.decode()[:3000]
     log = entries(pipeline.pk)
-    assert [(e.action, e.source) for e in log] == [("create", "api"), ("update", "admin")]
+    # the rename (pipeline_update) and the new category (pipeline_set_labels), as through the API
+    assert [(e.action, e.source) for e in log] == [("create", "api"), ("update", "admin"), ("update", "admin")]
     assert log[1].before["name"] == "p1" and log[1].after["name"] == "p1 renamed" and log[1].actor == staff_user
+    assert (log[2].before["category"], log[2].after["category"], log[2].actor) == ("", "demo", staff_user)
     # and the component deleted through the API
     assert api.delete(f"/api/v1/components/{component.pk}/").status_code in (204, 409)
 

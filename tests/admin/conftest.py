@@ -1,0 +1,1 @@
+from tests.executions.conftest import builtins, pipeline_of  # noqa: F401  (fixtures)
