@@ -114,14 +114,15 @@ def _parse_file_ids(inputs: Any) -> list[uuid.UUID]:
 
 
 def _check_input_files(ids: list[uuid.UUID], user) -> None:
-    files = {f.id: f for f in File.objects.filter(id__in=ids).only("id", "created_by_id")}
-    missing = [str(i) for i in ids if i not in files]
-    if missing:
-        raise ValidationError({"inputs": [f"No such file: {', '.join(missing)}."]})
+    """Another user's file is answered exactly as a file that does not exist (the API's 404
+    rule), so ids cannot be probed: one query scoped to what the user may see, one message."""
+    visible = File.objects.filter(id__in=ids)
     if user is not None and not (user.is_staff or user.is_superuser):
-        foreign = [str(i) for i in ids if files[i].created_by_id != user.pk]
-        if foreign:
-            raise ValidationError({"inputs": [f"Not your file: {', '.join(foreign)}."]})
+        visible = visible.filter(created_by_id=user.pk)
+    found = set(visible.values_list("id", flat=True))
+    unknown = [str(i) for i in ids if i not in found]
+    if unknown:
+        raise ValidationError({"inputs": [f"No such file: {', '.join(unknown)}."]})
 
 
 def _existing_for_key(user, idempotency_key: str | None) -> PipelineExecution | None:

@@ -11,6 +11,11 @@ from imageflow.orgs.models import Organization
 from registry.models import ParamValueType, Workflow, WorkflowVersion
 
 
+# An organization id that does not exist reads as one the user is not a member of (the service's
+# check): "not found or not yours" is one answer.
+ORGANIZATION_ERRORS = {"does_not_exist": "No such organization: {pk_value}."}
+
+
 class WorkflowNodeSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=100, required=False,
                                 help_text="Stable id within the workflow; edges name nodes by it. Default: from the name.")
@@ -48,7 +53,7 @@ class WorkflowDocumentSerializer(serializers.Serializer):
 
 class WorkflowWriteSerializer(WorkflowDocumentSerializer):
     organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), required=False,
-                                                      allow_null=True)
+                                                      allow_null=True, error_messages=ORGANIZATION_ERRORS)
     request_id = serializers.CharField(required=False, max_length=255,
                                        help_text="Idempotency: the same request_id from the same user returns "
                                                  "the workflow created the first time.")
@@ -181,7 +186,7 @@ class ImportSerializer(serializers.Serializer):
     document = serializers.JSONField(help_text="The document: a JSON object, or JSON/YAML text.")
     request_id = serializers.CharField(required=False, max_length=255)
     organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), required=False,
-                                                      allow_null=True)
+                                                      allow_null=True, error_messages=ORGANIZATION_ERRORS)
 
 
 class ImportResultSerializer(serializers.Serializer):
@@ -233,4 +238,4 @@ class LabelsSerializer(serializers.Serializer):
     category = serializers.CharField(required=False, allow_blank=True, max_length=100)
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
     organization = serializers.PrimaryKeyRelatedField(queryset=Organization.objects.all(), required=False,
-                                                      allow_null=True)
+                                                      allow_null=True, error_messages=ORGANIZATION_ERRORS)

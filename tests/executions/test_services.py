@@ -90,15 +90,16 @@ def test_start_refuses_malformed_inputs(diamond, user, inputs, message):
     assert caught.value.message_dict == {"inputs": [message]}
 
 
-def test_start_refuses_missing_and_foreign_files_but_staff_may_use_any(diamond, user, staff_user):
+def test_start_refuses_missing_and_foreign_files_alike_but_staff_may_use_any(diamond, user, staff_user):
     missing = uuid.uuid4()
     with pytest.raises(ValidationError) as caught:
         execution_start(pipeline=diamond, inputs=[str(missing)], user=user)
     assert caught.value.message_dict == {"inputs": [f"No such file: {missing}."]}
+    # another user's file is answered as if it did not exist: ids cannot be probed
     foreign = FileFactory(created_by=UserFactory())
     with pytest.raises(ValidationError) as caught:
         execution_start(pipeline=diamond, inputs=[foreign.id], user=user)
-    assert caught.value.message_dict == {"inputs": [f"Not your file: {foreign.id}."]}
+    assert caught.value.message_dict == {"inputs": [f"No such file: {foreign.id}."]}
     assert PipelineExecution.objects.count() == 0
     assert execution_start(pipeline=diamond, inputs=[foreign.id], user=staff_user).input_data["inputs"] == [str(foreign.id)]
 
