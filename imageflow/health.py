@@ -1,8 +1,11 @@
 """`GET /healthz`: can this process reach the database, Redis, the object store and search?
 
-200 when every dependency answers, 503 naming those that do not. No authentication: load
-balancers and orchestrators call it. Each check has a short timeout so a dead dependency makes
-the answer slow by at most a few seconds.
+200 when every dependency answers, 503 otherwise. No authentication needed: load balancers and
+orchestrators call it, and they get only `{"status": "ok"}` or `{"status": "unavailable"}`. The
+details (which dependency is down, its error text with hosts and ports, timings) are shown to
+staff only, by session or API token (`Authorization: Token <key>`): they map the deployment for
+anyone who can reach the URL. Each check has a short timeout so a dead dependency makes the
+answer slow by at most a few seconds.
 """
 
 from __future__ import annotations
@@ -91,5 +94,21 @@ def healthz(request):
         return response
     results = run_checks()
     down = [name for name, result in results.items() if not result["ok"]]
-    body = {"status": "ok" if not down else "unavailable", "down": down, "checks": results}
+    body = {"status": "ok" if not down else "unavailable"}
+    if _is_staff(request):
+        body.update(down=down, checks=results)
     return JsonResponse(body, status=503 if down else 200)
+
+
+def _is_staff(request) -> bool:
+    """The session user, or the user of an `Authorization: Token` header (as for the API)."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user.is_active and user.is_staff
+    parts = request.headers.get("Authorization", "").split()
+    if len(parts) != 2 or parts[0].lower() != "token":
+        return False
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=parts[1]).first()
+    return token is not None and token.user.is_active and token.user.is_staff

@@ -89,18 +89,35 @@ def test_schema_and_docs_need_no_authentication(anon):
     assert b"swagger-ui" in docs.content and b"cdn" not in docs.content.lower()
 
 
-def test_healthz_all_up(anon):
-    response = anon.get("/healthz")
-    assert response.status_code == 200, response.json()
-    body = response.json()
-    assert body["down"] == [] and set(body["checks"]) == {"database", "redis", "object_store", "search"}
+def test_healthz_all_up_shows_anonymous_callers_only_the_status(anon, api):
+    # anonymous, and a signed-in user who is not staff: up or down, nothing more
+    for caller in (anon, api):
+        response = caller.get("/healthz")
+        assert response.status_code == 200, response.json()
+        assert response.json() == {"status": "ok"}
+
+
+def test_healthz_shows_staff_every_check_by_token_or_session(staff_api, staff_client):
+    for caller in (staff_api, staff_client):
+        response = caller.get("/healthz")
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        assert body["status"] == "ok" and body["down"] == []
+        assert set(body["checks"]) == {"database", "redis", "object_store", "search"}
 
 
 @override_settings(REDIS_URL="redis://127.0.0.1:1/0", ELASTICSEARCH_URL="http://127.0.0.1:1")
-def test_healthz_names_what_is_down(anon):
-    response = anon.get("/healthz")
+def test_healthz_down_is_503_and_only_staff_learn_what_and_where(anon, staff_api):
+    anonymous = anon.get("/healthz")
+    assert anonymous.status_code == 503
+    # no dependency names, hosts or ports for anyone who can reach the URL
+    assert anonymous.json() == {"status": "unavailable"}
+    assert b"127.0.0.1" not in anonymous.content
+
+    response = staff_api.get("/healthz")
     assert response.status_code == 503
     body = response.json()
+    assert body["status"] == "unavailable"
     assert sorted(body["down"]) == ["redis", "search"]
     assert body["checks"]["database"]["ok"] and body["checks"]["object_store"]["ok"]
     assert "Error" in body["checks"]["redis"]["error"]
