@@ -268,6 +268,8 @@ def image_encode(image: Image.Image, *, fmt: str, quality: int = 90, icc_profile
         image = image.convert("RGBA")
     elif image.mode == "1" and fmt in {"WEBP", "AVIF"}:
         image = image.convert("L")
+    # Some writers (PNG, TIFF) fall back on the image's own info: only what is passed here is written.
+    image.info = {key: value for key, value in image.info.items() if key in {"transparency", "dpi"}}
     options: dict = {}
     if fmt in {"JPEG", "WEBP", "AVIF"}:
         options["quality"] = quality

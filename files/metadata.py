@@ -400,6 +400,11 @@ def image_metadata(image: Image.Image, *, image_format: str) -> dict[str, Any]:
 METADATA_POLICIES = ("keep", "strip", "strip_location")
 DEFAULT_METADATA_POLICY = "strip_location"
 _THUMBNAIL_TAGS = (0x0201, 0x0202)  # JPEGInterchangeFormat(Length): the embedded preview
+# A TIFF's EXIF is its first IFD: the tags that describe its pixel layout (sizes, strips, tiles,
+# bit depth, compression, color map) and blocks the writer emits itself (ICC, XMP, IPTC,
+# Photoshop) would describe the wrong image in an output; they are never copied.
+_LAYOUT_TAGS = (256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 320, 322, 323, 324, 325, 338, 339,
+                347, 530, 700, 33723, 34377, 34675)
 
 
 def exif_for_output(exif: Image.Exif | None, *, policy: str, size: tuple[int, int]) -> bytes | None:
@@ -419,7 +424,7 @@ def exif_for_output(exif: Image.Exif | None, *, policy: str, size: tuple[int, in
             if tag not in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop):
                 out[tag] = value
     out[ExifTags.Base.Orientation] = 1
-    for tag in _THUMBNAIL_TAGS:
+    for tag in (*_THUMBNAIL_TAGS, *_LAYOUT_TAGS):
         out.pop(tag, None)
     sub = out.get_ifd(ExifTags.IFD.Exif)
     if sub:
