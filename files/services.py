@@ -131,10 +131,15 @@ def _delete_object(key: str) -> None:
 
 
 def file_presigned_url(file: File, *, expires_in: int | None = None) -> str:
-    """A short-lived GET URL of the object, served with the original name."""
-    name = (file.original_name or file.storage_path.rsplit("/", 1)[-1]).replace('"', "")
+    """A short-lived GET URL of the object. The signed URL tells the store which headers to
+    answer with (S3 response-content-*), so the object is served as an attachment under its
+    sanitized name and as its sniffed type, not as whatever the store or a browser guesses."""
+    from .downloads import content_disposition, download_content_type
+
+    name = file.original_name or file.storage_path.rsplit("/", 1)[-1]
     return default_storage.url(
         file.storage_path,
-        parameters={"ResponseContentDisposition": f'attachment; filename="{name}"'},
+        parameters={"ResponseContentDisposition": content_disposition(name),
+                    "ResponseContentType": download_content_type(file.mime_type)},
         expire=expires_in or settings.S3_PRESIGNED_EXPIRY_SECONDS,
     )

@@ -80,5 +80,15 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
     )
     @action(detail=True, methods=["get"], url_path="download")
     def download(self, request, pk=None):
-        url = services.file_presigned_url(self.get_object())
-        return Response({"url": url}, status=status.HTTP_302_FOUND, headers={"Location": url})
+        from files.downloads import content_disposition
+
+        file = self.get_object()
+        url = services.file_presigned_url(file)
+        # The store answers the redirect with the same disposition and the sniffed type (signed
+        # into the URL); it cannot add nosniff itself (docs/security.md).
+        return Response({"url": url}, status=status.HTTP_302_FOUND, headers={
+            "Location": url,
+            "Content-Disposition": content_disposition(file.original_name or file.storage_path.rsplit("/", 1)[-1]),
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",  # the URL is a short-lived credential for the object
+        })
