@@ -1,18 +1,38 @@
+"""Runs and their steps in the admin: records written by the engine, shown read-only (the API
+can neither change nor delete them either). What staff do with a run is an action on the list
+or a button on its page (Cancel, Retry from failure, Re-run with the same inputs), each calling
+the engine's service (executions/admin_actions.py)."""
+
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 
-from imageflow.admin_utils import ImageFlowModelAdmin
+from imageflow.admin_utils import ImageFlowModelAdmin, ReadOnlyAdminMixin, pretty_json
 
-from .admin_actions import cancel_executions, retry_executions
+from .admin_actions import (
+    cancel_executions,
+    execution_cancel_from_admin,
+    execution_rerun_from_admin,
+    execution_retry_from_admin,
+    has_run_permission,
+    rerun_executions,
+    retry_executions,
+)
 from .admin_live import LiveProgressAdminMixin
-from .models import ComponentExecution, PipelineExecution
+from .models import FINISHED_EXECUTION_STATUSES, ComponentExecution, ExecutionStatus, PipelineExecution
 
 
 class ComponentExecutionInline(admin.TabularInline):
+    """What the live panel does not show of each step. Status and times are left to the panel,
+    which follows the run: a copy rendered with the page would contradict it once the run moves."""
+
     model = ComponentExecution
     extra = 0
     can_delete = False
-    fields = ("node_id", "component", "status", "attempts", "reused_from", "execution_time_ms", "started_at", "completed_at",
-              "error_message")
+    show_change_link = True
+    fields = ("node_id", "component", "attempts", "reused_from", "worker", "error_message")
     readonly_fields = fields
     ordering = ("created_at",)
 
@@ -22,26 +42,111 @@ class ComponentExecutionInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(PipelineExecution)
-class PipelineExecutionAdmin(LiveProgressAdminMixin, ImageFlowModelAdmin):
+class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
+    # No status field: the live panel above the fields shows the status and follows the run.
     list_display = ("id", "pipeline", "pipeline_version", "status", "created_by", "created_at", "started_at", "completed_at")
     list_filter = ("status", "created_at", "started_at")
     search_fields = ("id", "pipeline__name", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("pipeline", "created_by")
-    raw_id_fields = ("pipeline", "created_by", "retry_of")
-    readonly_fields = ("status", "started_at", "completed_at")
+    fields = ("pipeline", "pipeline_version", "workflow", "workflow_version", "created_by", "retry_of",
+              "idempotency_key", "inputs_pretty", "outputs_pretty", "error_message", "started_at", "completed_at")
+    readonly_fields = fields
     inlines = [ComponentExecutionInline]
-    actions = [cancel_executions, retry_executions]
+    actions = [cancel_executions, retry_executions, rerun_executions]
+
+    @admin.display(description="input data")
+    def inputs_pretty(self, obj):
+        return pretty_json(obj.input_data)
+
+    @admin.display(description="output data")
+    def outputs_pretty(self, obj):
+        return pretty_json(obj.output_data)
+
+    def has_run_permission(self, request):
+        return has_run_permission(request)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("pipeline", "created_by", "workflow", "retry_of")
+
+    def get_urls(self):
+        info = (self.model._meta.app_label, self.model._meta.model_name)
+        buttons = [
+            path(f"<path:object_id>/{name}/", self.admin_site.admin_view(view), name=f"{info[0]}_{info[1]}_{name}")
+            for name, view in (("cancel", self.cancel_view), ("retry", self.retry_view), ("rerun", self.rerun_view))
+        ]
+        return [*buttons, *super().get_urls()]
+
+    def _button(self, request, object_id, act):
+        """A button of the run's page: POST only, by staff who may act on runs; back to the page of
+        the run it made (retry, re-run) or of this one."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        execution = get_object_or_404(self.get_queryset(request), pk=unquote(object_id))
+        if not self.has_run_permission(request):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        made = act(request, execution)
+        target = made if isinstance(made, PipelineExecution) else execution
+        return HttpResponseRedirect(reverse("admin:executions_pipelineexecution_change", args=[target.pk],
+                                            current_app=self.admin_site.name))
+
+    def cancel_view(self, request, object_id):
+        return self._button(request, object_id, execution_cancel_from_admin)
+
+    def retry_view(self, request, object_id):
+        return self._button(request, object_id, execution_retry_from_admin)
+
+    def rerun_view(self, request, object_id):
+        return self._button(request, object_id, execution_rerun_from_admin)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        execution = self.get_object(request, unquote(object_id))
+        if execution is not None and self.has_run_permission(request):
+            finished = execution.status in FINISHED_EXECUTION_STATUSES
+            extra_context["run_buttons"] = [
+                {"name": name, "label": label, "url": reverse(f"admin:executions_pipelineexecution_{name}",
+                                                              args=[execution.pk], current_app=self.admin_site.name)}
+                for name, label, shown in (
+                    ("cancel", "Cancel", not finished),
+                    ("retry", "Retry from failure",
+                     execution.status in {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}),
+                    ("rerun", "Re-run with the same inputs", execution.workflow_id is None),
+                ) if shown
+            ]
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(ComponentExecution)
-class ComponentExecutionAdmin(ImageFlowModelAdmin):
+class ComponentExecutionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     list_display = ("node_id", "execution", "component", "status", "execution_time_ms", "started_at", "completed_at")
     list_filter = ("status", "started_at")
     search_fields = ("node_id", "component__name", "execution__id")
     date_hierarchy = "created_at"
     list_select_related = ("execution", "component")
-    raw_id_fields = ("execution", "component")
-    readonly_fields = ("status", "started_at", "completed_at", "heartbeat_at", "attempts", "worker", "reused_from")
+    fields = ("execution", "node_id", "component", "status", "attempts", "worker", "reused_from", "waiting_parents",
+              "inputs_pretty", "outputs_pretty", "error_message", "execution_time_ms", "resource_usage_pretty",
+              "heartbeat_at", "started_at", "completed_at")
+    readonly_fields = fields
+
+    @admin.display(description="input data")
+    def inputs_pretty(self, obj):
+        return pretty_json(obj.input_data)
+
+    @admin.display(description="output data")
+    def outputs_pretty(self, obj):
+        return pretty_json(obj.output_data)
+
+    @admin.display(description="resource usage")
+    def resource_usage_pretty(self, obj):
+        return pretty_json(obj.resource_usage)

@@ -43,6 +43,8 @@
     });
     logs.scrollTop = logs.scrollHeight;
     finished = state.final;
+    // The read-only fields below were rendered while the run went on: say that they are behind.
+    if (finished && panel.dataset.finalAtLoad === "false") { role("finished-note").hidden = false; }
   }
 
   function refresh() {
