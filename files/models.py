@@ -6,10 +6,11 @@ from django.conf import settings
 from django.db import models
 
 from imageflow.models import UUIDModel
+from imageflow.validators import validate_file_name
 
 
 class File(UUIDModel):
-    original_name = models.CharField(max_length=500, blank=True, null=True)
+    original_name = models.CharField(max_length=500, blank=True, null=True, validators=[validate_file_name])
     mime_type = models.CharField(max_length=100, blank=True, null=True)
     file_size = models.BigIntegerField(blank=True, null=True)
     storage_path = models.CharField(max_length=1000, help_text="Object key in the bucket.")

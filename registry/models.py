@@ -9,6 +9,7 @@ from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 
 from imageflow.models import TimestampedModel, UUIDModel, choices_check
+from imageflow.validators import validate_name
 
 
 class ComponentRunner(models.TextChoices):
@@ -36,7 +37,7 @@ class Component(TimestampedModel):
 
     Runner = ComponentRunner
 
-    name = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, validators=[validate_name])
     description = models.TextField(blank=True, null=True)
     docker_image = models.CharField(max_length=500)
     version = models.CharField(max_length=50)
@@ -74,7 +75,7 @@ class Tag(UUIDModel):
 class Pipeline(TimestampedModel):
     """A DAG of component nodes. `definition` is the canonical JSON graph (see README)."""
 
-    name = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, validators=[validate_name])
     description = models.TextField(blank=True, null=True)
     definition = models.JSONField()
     version = models.IntegerField(default=1)
@@ -128,7 +129,7 @@ class PipelineVersion(UUIDModel):
 class Workflow(TimestampedModel):
     """A graph of agent/tool steps generated from natural language (seed 004)."""
 
-    name = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, validators=[validate_name])
     version = models.IntegerField(default=1)
     description = models.TextField(blank=True, null=True)
     metadata = models.JSONField(blank=True, null=True, help_text="Origin, purpose and other free-form facts.")
@@ -177,7 +178,7 @@ class WorkflowNode(UUIDModel):
     workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="nodes")
     node_type = models.CharField(max_length=100, help_text="agent, tool, component, ...")
     key = models.CharField(max_length=100, help_text="Stable id of the node within its workflow (edges, diffs).")
-    name = models.CharField(max_length=255)
+    name = models.CharField(max_length=255, validators=[validate_name])
     parameters = models.JSONField(blank=True, null=True)
     order_index = models.IntegerField(default=0)
 

@@ -19,6 +19,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from imageflow.exceptions import ConflictError
+from imageflow.validators import name_problem
 
 from .dag import validate_definition
 from .models import Component, Pipeline, PipelineVersion
@@ -113,8 +114,19 @@ def _record_version(pipeline: Pipeline, *, user) -> PipelineVersion:
 
 
 def _check_metadata(name: Any) -> None:
+    """The name rule (imageflow/validators.py) for callers that bypass the model form and the
+    serializer (imports, clones, commands): a NUL or an over-long name would otherwise reach
+    PostgreSQL and fail there."""
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise ValidationError({"name": ["must be a non-empty string."]})
+    if name is None:
+        return
+    limit = Pipeline._meta.get_field("name").max_length
+    if len(name) > limit:
+        raise ValidationError({"name": [f"must be at most {limit} characters."]})
+    problem = name_problem(name)
+    if problem:
+        raise ValidationError({"name": [problem]})
 
 
 def pipeline_create(*, name: str, definition: dict, created_by, description: str | None = None) -> Pipeline:

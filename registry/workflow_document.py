@@ -21,6 +21,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
+from imageflow.validators import name_problem
 from registry.models import ParamValueType
 
 DOCUMENT_KEYS = ("name", "description", "category", "tags", "metadata", "nodes", "edges", "params")
@@ -139,6 +140,8 @@ def clean_document(raw: Any) -> dict[str, Any]:
         err("name", "a non-empty string is required.")
     elif len(name) > 255:
         err("name", "at most 255 characters.")
+    elif name_problem(name):
+        err("name", name_problem(name))
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
         err("description", "must be a string or null.")
@@ -180,6 +183,9 @@ def clean_document(raw: Any) -> dict[str, Any]:
         node_name = node.get("name")
         if not isinstance(node_name, str) or not node_name.strip() or len(node_name) > 255:
             err(f"{where}.name", "a non-empty string of at most 255 characters is required.")
+            continue
+        if name_problem(node_name):
+            err(f"{where}.name", name_problem(node_name))
             continue
         key = node.get("key")
         if key is None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from imageflow.validators import validate_name
 from registry.models import Component, Pipeline, PipelineVersion
 
 
@@ -52,4 +53,5 @@ class PipelineVersionSerializer(serializers.ModelSerializer):
 
 
 class PipelineCloneSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, max_length=255, help_text="Name of the copy (default: '<name> (copy)').")
+    name = serializers.CharField(required=False, max_length=255, validators=[validate_name],
+                                 help_text="Name of the copy (default: '<name> (copy)').")

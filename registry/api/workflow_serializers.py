@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from imageflow.audit.models import AuditEntry
 from imageflow.orgs.models import Organization
+from imageflow.validators import validate_name
 from registry.models import ParamValueType, Workflow, WorkflowVersion
 
 
@@ -20,7 +21,7 @@ class WorkflowNodeSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=100, required=False,
                                 help_text="Stable id within the workflow; edges name nodes by it. Default: from the name.")
     node_type = serializers.CharField(max_length=100, help_text="agent, tool, a component name, ...")
-    name = serializers.CharField(max_length=255)
+    name = serializers.CharField(max_length=255, validators=[validate_name])
     parameters = serializers.JSONField(required=False, allow_null=True)
     order_index = serializers.IntegerField(required=False, min_value=-(2**31 - 1), max_value=2**31 - 1)
 
@@ -41,7 +42,7 @@ class WorkflowParamSerializer(serializers.Serializer):
 
 
 class WorkflowDocumentSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    name = serializers.CharField(max_length=255, validators=[validate_name])
     description = serializers.CharField(required=False, allow_null=True, allow_blank=True)
     category = serializers.CharField(required=False, allow_blank=True, max_length=100)
     tags = serializers.ListField(child=serializers.CharField(max_length=100), required=False)
@@ -62,7 +63,7 @@ class WorkflowWriteSerializer(WorkflowDocumentSerializer):
 
 
 class WorkflowPatchSerializer(WorkflowWriteSerializer):
-    name = serializers.CharField(max_length=255, required=False)
+    name = serializers.CharField(max_length=255, required=False, validators=[validate_name])
 
 
 class UsageSerializer(serializers.Serializer):
@@ -178,7 +179,7 @@ class SimilarWorkflowSerializer(serializers.Serializer):
 
 
 class CloneSerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, max_length=255)
+    name = serializers.CharField(required=False, max_length=255, validators=[validate_name])
 
 
 class ImportSerializer(serializers.Serializer):
