@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchQuery, SearchRank
+from django.core.exceptions import ValidationError
 from django.db.models import Count, F, QuerySet
 from django.http import Http404
 
@@ -62,7 +63,9 @@ def workflow_list(*, user, search: str | None = None, tags: list[str] | None = N
 def workflow_get(*, user, pk) -> Workflow:
     try:
         return visible_to(Workflow.objects.select_related("created_by", "organization"), user=user).get(pk=pk)
-    except (Workflow.DoesNotExist, ValueError):
+    except (Workflow.DoesNotExist, ValueError, ValidationError):
+        # A malformed id names no workflow: 404 like a well-formed one that is not there (and
+        # like every other kind's detail URL), not a 400.
         raise Http404("No such workflow.") from None
 
 
