@@ -50,14 +50,27 @@ def load(text: str | bytes | dict) -> Any:
             raise ValidationError({"document": ["is not UTF-8 text."]}) from None
     if not isinstance(text, str):
         raise ValidationError({"document": ["must be an object or JSON/YAML text."]})
+    # Text inside the request body escaped the API parser's nesting limit: the same limit here,
+    # since both decoders recurse per level (RecursionError, a 500, otherwise).
+    from django.conf import settings
+
+    from imageflow.api.parsers import json_depth_exceeds
+
+    too_deep = ValidationError({"document": [f"nested deeper than {settings.API_JSON_MAX_DEPTH} levels."]})
+    if json_depth_exceeds(text, settings.API_JSON_MAX_DEPTH):
+        raise too_deep
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
+    except RecursionError:
+        raise too_deep from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValidationError({"document": [f"neither JSON nor YAML: {str(exc).splitlines()[0]}"]}) from None
+    except RecursionError:
+        raise too_deep from None
 
 
 # --- workflows ------------------------------------------------------------------------------------

@@ -171,3 +171,18 @@ def test_malformed_json_and_wrong_content_types_stay_clear_4xx(body, content_typ
 ])
 def test_json_depth_is_measured_outside_strings(text, limit, exceeds):
     assert json_depth_exceeds(text, limit) is exceeds
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("text", [
+    "[" * 5000 + "]" * 5000,  # JSON text
+    "workflow: " + "[" * 3000 + "]" * 3000,  # YAML (flow style)
+])
+def test_a_workflow_import_given_as_deep_text_is_400_not_a_recursion_error(text):
+    from registry.models import Workflow
+
+    api = client_for(UserFactory())
+    response = api.post("/api/v1/workflows/import/", {"document": text}, format="json")
+    assert response.status_code == 400, response.content[:300]
+    assert "nested deeper than" in " ".join(response.json()["errors"]["document"])
+    assert Workflow.objects.count() == 0
