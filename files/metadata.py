@@ -30,7 +30,8 @@ MAX_BYTE_LIST = 64
 MAX_ITEMS = 256
 # Nesting deeper than this is summarized (a hostile IFD can point into itself).
 MAX_DEPTH = 8
-# Integers outside JavaScript's exact range are stored as decimal strings.
+# Numbers outside JavaScript's exact integer range are stored as decimal strings (they survive
+# jsonb and a JavaScript client unchanged that way).
 MAX_SAFE_INTEGER = 2**53 - 1
 TEXT_CUT_MARK = "…"
 
@@ -104,6 +105,9 @@ def _number(value: float | int | Fraction) -> Any:
         value = float(value) if abs(value) < 1e300 else math.inf
     if not math.isfinite(value):
         return None
+    if abs(value) > MAX_SAFE_INTEGER:
+        # jsonb keeps numbers as decimals: 7.1e16 would come back as the integer 71449302857936030.
+        return repr(value)
     return value
 
 
