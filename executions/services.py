@@ -42,6 +42,7 @@ from executions.models import (
 )
 from files.models import File
 from imageflow.outages import LABELS, unavailable_service
+from imageflow.validators import UNSAFE_CHARACTERS
 from registry.dag import merge_parameters, validate_definition
 from registry.models import Pipeline
 
@@ -136,11 +137,14 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
     """Validate the pipeline's current definition and create a pending run with one step per node;
     the root steps are enqueued once the transaction commits. The same (user, idempotency_key)
     returns the existing run instead of creating another."""
+    # The key is checked before it is looked up: a NUL cannot even be sent to PostgreSQL.
+    if idempotency_key is not None and (not isinstance(idempotency_key, str) or len(idempotency_key) > 255
+                                        or UNSAFE_CHARACTERS.search(idempotency_key)):
+        raise ValidationError({"idempotency_key": ["Must be a string of at most 255 characters, "
+                                                   "without control characters."]})
     existing = _existing_for_key(user, idempotency_key)
     if existing is not None:
         return existing
-    if idempotency_key is not None and (not isinstance(idempotency_key, str) or len(idempotency_key) > 255):
-        raise ValidationError({"idempotency_key": ["Must be a string of at most 255 characters."]})
     file_ids = _parse_file_ids(inputs)
     _check_input_files(file_ids, user)
     pipeline = Pipeline.objects.get(pk=pipeline.pk)  # the current definition and its version, together

@@ -20,6 +20,7 @@ Length is the field's own `max_length`.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.core.exceptions import ValidationError
 
@@ -53,6 +54,32 @@ def validate_file_name(value: str) -> None:
         problem = name_problem(value, file_name=True)
         if problem:
             raise ValidationError(problem, code="unsafe_name")
+
+
+def json_nul_path(value: Any, *, root: str = "") -> str | None:
+    """The dotted path of the first key or string of a JSON value holding U+0000, or None.
+
+    PostgreSQL stores neither a NUL in `text` nor a `\\u0000` in `jsonb`: a body carrying one
+    would otherwise fail in the database (a 500) instead of being refused with the field named.
+    Iterative, so a deep value cannot exhaust the stack."""
+    stack: list[tuple[str, Any]] = [(root, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path or "value"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return child_path.replace("\x00", "\\u0000")
+                stack.append((child_path, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{index}" if path else str(index), child) for index, child in enumerate(item))
+    return None
+
+
+NUL_MESSAGE = "must not contain the NUL character (U+0000)."
 
 
 def strip_unsafe_characters(value: str) -> str:

@@ -28,6 +28,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from imageflow.validators import NUL_MESSAGE, json_nul_path
 from registry.models import Component
 
 
@@ -163,6 +164,9 @@ def validate_definition(definition: dict, *, max_nodes: int | None = None) -> Va
     errors: list[dict] = []
     if not isinstance(definition, dict):
         raise DagValidationError([{"node": None, "field": "definition", "message": "must be a JSON object."}])
+    nul = json_nul_path(definition)
+    if nul is not None:
+        raise DagValidationError([{"node": None, "field": nul, "message": NUL_MESSAGE}])
     unknown_keys = set(definition) - {"nodes", "edges"}
     if unknown_keys:
         _error(errors, "definition", f"unknown keys: {', '.join(sorted(unknown_keys))}.")

@@ -19,7 +19,7 @@ from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
 from imageflow.exceptions import ConflictError
-from imageflow.validators import name_problem
+from imageflow.validators import NUL_MESSAGE, json_nul_path, name_problem
 
 from .dag import validate_definition
 from .models import Component, Pipeline, PipelineVersion
@@ -48,6 +48,10 @@ def validate_json_schema(schema: Any, *, field: str) -> None:
 def component_check(*, data: dict[str, Any]) -> None:
     """The checks of a component's JSON fields that the database cannot make (the admin's form
     runs them before it saves, so its errors show on the fields)."""
+    for field in ("input_schema", "output_schema", "resource_requirements"):
+        nul = json_nul_path(data.get(field), root=field)
+        if nul is not None:
+            raise ValidationError({field: [f"{nul}: {NUL_MESSAGE}"]})
     validate_json_schema(data.get("input_schema"), field="input_schema")
     validate_json_schema(data.get("output_schema"), field="output_schema")
     resources = data.get("resource_requirements")

@@ -25,6 +25,7 @@ from django.db import transaction
 
 from imageflow.audit.services import audit_record
 from imageflow.exceptions import ConflictError
+from imageflow.validators import NUL_MESSAGE, json_nul_path
 from registry.models import (
     CARRIER_PIPELINE_CATEGORY,
     Component,
@@ -58,6 +59,9 @@ def resolve_params(*, declared: list[dict[str, Any]], values: Any) -> dict[str, 
         values = {}
     if not isinstance(values, dict):
         raise ValidationError({"params": ["must be an object of {key: value}."]})
+    nul = json_nul_path(values, root="params")
+    if nul is not None:
+        raise ValidationError({nul: [NUL_MESSAGE]})
     errors: dict[str, list[str]] = {}
     by_key = {p["key"]: p for p in declared}
     for key in values:
@@ -204,10 +208,12 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
     # Rows written before version history existed have no snapshot: their current rows are the version.
     snapshot = pinned.snapshot if pinned is not None else clean_document(workflow_document(workflow))
     resolved = resolve_params(declared=snapshot["params"], values=params)
-    definition, specs = materialize(workflow=workflow, version=version, document=snapshot)
-    overrides = {key: node_parameters(spec=spec, workflow=workflow, version=version, params=resolved)
-                 for key, spec in specs.items()}
     with transaction.atomic():
+        # Materializing may create the shared HTTP component; inside the transaction, so an apply
+        # the engine then refuses (an unknown input file, a bad Idempotency-Key) leaves no row.
+        definition, specs = materialize(workflow=workflow, version=version, document=snapshot)
+        overrides = {key: node_parameters(spec=spec, workflow=workflow, version=version, params=resolved)
+                     for key, spec in specs.items()}
         # One apply of a workflow at a time finds or creates its carrier: no twin carriers.
         Workflow.objects.select_for_update().filter(pk=workflow.pk).exists()
         pipeline = _carrier_pipeline(workflow=workflow, version=version, definition=definition, user=user)

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from imageflow.validators import name_problem
+from imageflow.validators import NUL_MESSAGE, json_nul_path, name_problem
 from registry.models import ParamValueType
 
 DOCUMENT_KEYS = ("name", "description", "category", "tags", "metadata", "nodes", "edges", "params")
@@ -130,6 +130,9 @@ def clean_document(raw: Any) -> dict[str, Any]:
 
     if not isinstance(raw, dict):
         raise ValidationError({"document": ["must be a JSON object."]})
+    nul = json_nul_path(raw)
+    if nul is not None:
+        raise ValidationError({nul: [NUL_MESSAGE]})
     unknown = set(raw) - set(DOCUMENT_KEYS) - {"id", "version", "created_at", "updated_at", "created_by",
                                                 "organization", "request_id", "usage"}
     if unknown:

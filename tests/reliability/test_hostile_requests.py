@@ -132,7 +132,8 @@ def world(db):
                       "required": ["width"], "additionalProperties": False})
     pipeline = registry_services.pipeline_create(name="target", definition=pipeline_body()["definition"],
                                                  created_by=user)
-    workflow, _ = workflow_create(user=user, data=workflow_doc(name="target workflow"))
+    workflow, _ = workflow_create(user=user, data={**workflow_doc(name="target workflow"), "params": [
+        {"key": "caption", "value_type": "string", "required": False, "default_value": "hi"}]})
     return {"user": user, "api": client_for(user), "staff": client_for(StaffFactory()), "component": component,
             "pipeline": pipeline, "workflow": workflow}
 
@@ -209,6 +210,34 @@ def hostile_requests(world) -> list[tuple[str, str, str, dict, str]]:
             "format": "imageflow.pipeline", "format_version": 1,
             "pipeline": {"name": bad, "definition": pipeline_body()["definition"]}})
 
+    # -- NUL inside JSON (PostgreSQL's jsonb and text cannot store U+0000)
+    json_case("pipeline: NUL in a node id", "post", f"{API}pipelines/", pipeline_body(nodes=[node("a\x00")]))
+    json_case("pipeline: NUL in a parameter key", "post", f"{API}pipelines/", {"name": "x", "definition": {
+        "nodes": [{"id": "a", "component": {"name": "hostile-resize", "version": "1.0.0"},
+                   "parameters": {"width": 8, "\x00": 1}}], "edges": []}})
+    json_case("pipeline: NUL in the description", "post", f"{API}pipelines/", {**pipeline_body(), "description": "a\x00"})
+    json_case("workflow: NUL in node parameters", "post", f"{API}workflows/", workflow_doc(
+        nodes=[{"key": "a", "node_type": "tool", "name": "A", "parameters": {"prompt": "x\x00y"}}]))
+    json_case("workflow: NUL in metadata", "post", f"{API}workflows/", {**workflow_doc(), "metadata": {"k\x00": 1}})
+    json_case("workflow: NUL in the description", "post", f"{API}workflows/", {**workflow_doc(), "description": "\x00"})
+    json_case("workflow: NUL in a node key", "post", f"{API}workflows/", workflow_doc(
+        nodes=[{"key": "a\x00", "node_type": "tool", "name": "A"}]))
+    json_case("workflow: NUL in a tag", "post", f"{API}workflows/", {**workflow_doc(), "tags": ["t\x00"]})
+    json_case("workflow apply: NUL in a param value", "post", f"{API}workflows/{w}/apply/", {"params": {"x": "\x00"}})
+    json_case("run: NUL in an override", "post", f"{API}pipelines/{p}/run/",
+              {"inputs": [], "parameters": {"a": {"width": 8, "k\x00": "v"}}})
+    cases.append(("run: NUL in the Idempotency-Key header", "api", "post", f"{API}pipelines/{p}/run/", {
+        "data": '{"inputs": []}', "content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "k\x00"}))
+    cases.append(("apply: Idempotency-Key of 300 characters", "api", "post", f"{API}workflows/{w}/apply/", {
+        "data": "{}", "content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "k" * 300}))
+    cases.append(("apply: NUL in the Idempotency-Key header", "api", "post", f"{API}workflows/{w}/apply/", {
+        "data": "{}", "content_type": "application/json", "HTTP_IDEMPOTENCY_KEY": "k\x00"}))
+    json_case("apply: NUL in a declared string param", "post", f"{API}workflows/{w}/apply/",
+              {"params": {"caption": "a\x00b"}})
+    json_case("component: NUL in the input schema", "post", f"{API}components/", {
+        "name": "nul-schema", "version": "1.0.0", "docker_image": "example/x:1",
+        "input_schema": {"type": "object", "description": "\x00"}}, who="staff")
+
     # -- invalid UUIDs
     for bad in INVALID_UUIDS:
         for kind in ("pipelines", "executions", "files", "workflows", "components"):
@@ -220,6 +249,7 @@ def hostile_requests(world) -> list[tuple[str, str, str, dict, str]]:
     json_case("run: input id of no file", "post", f"{API}pipelines/{p}/run/", {"inputs": [str(uuid.uuid4())]})
     json_case("run: inputs not a list", "post", f"{API}pipelines/{p}/run/", {"inputs": "x"})
     json_case("apply: input id not a UUID", "post", f"{API}workflows/{w}/apply/", {"inputs": ["nope"]})
+    json_case("apply: input id of no file", "post", f"{API}workflows/{w}/apply/", {"inputs": [str(uuid.uuid4())]})
     json_case("workflow: organization not a UUID", "post", f"{API}workflows/",
               {**workflow_doc(), "organization": "nope"})
     json_case("workflow: unknown organization", "post", f"{API}workflows/",
