@@ -162,6 +162,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
             headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
+        elif exc.status_code == 503:  # a service the view depends on said so itself
+            from imageflow.outages import retry_after_seconds
+
+            headers["Retry-After"] = str(retry_after_seconds())
         if isinstance(exc, exceptions.ValidationError):
             errors = flatten_errors(exc.detail)
             body = problem(status_code=exc.status_code, type_="validation_error", detail=_summary(errors),
