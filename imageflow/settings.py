@@ -384,9 +384,6 @@ PROGRESS_LONG_POLL_MAX_SECONDS = env.float("PROGRESS_LONG_POLL_MAX_SECONDS", 25.
 # A WebSocket / event-stream ticket (POST /api/v1/ws-tickets/, then ?ticket=) is good for one
 # connection within this many seconds (docs/security.md): long enough to open the socket.
 WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", 30)
-# A WebSocket / event-stream ticket (POST /api/v1/ws-tickets/, then ?ticket=) is good for one
-# connection within this many seconds (docs/security.md): long enough to open the socket.
-WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", 30)
 # Execution log records are buffered in PostgreSQL and shipped in bulk this often.
 LOG_SHIP_INTERVAL_SECONDS = env.float("LOG_SHIP_INTERVAL_SECONDS", 2.0)
 LOG_SHIP_BATCH_SIZE = env.int("LOG_SHIP_BATCH_SIZE", 2000)
