@@ -292,3 +292,18 @@ def image_encode(image: Image.Image, *, fmt: str, quality: int = 90, icc_profile
         buffer = io.BytesIO()
         image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
+
+
+def image_preview(source: bytes | IO[bytes], *, size: int = 512, quality: int = 85) -> tuple[bytes, str]:
+    """A preview for people (admin thumbnails, API clients): the same decode a step gets, turned
+    to sRGB (browsers assume it) and fitted into size x size. JPEG, or PNG when it has alpha.
+    Returns (bytes, MIME type); raises ImageRefused like image_decode."""
+    def fit(shown: tuple[int, int]) -> tuple[int, int]:
+        ratio = min(size / shown[0], size / shown[1], 1.0)
+        return max(1, round(shown[0] * ratio)), max(1, round(shown[1] * ratio))
+
+    decoded = image_decode(source, reduce_to=fit, to_srgb=True)
+    image = decoded.image.copy()
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    fmt = "PNG" if image.mode in {"RGBA", "LA"} else "JPEG"
+    return image_encode(image, fmt=fmt, quality=quality, icc_profile=decoded.icc_profile), format_facts(fmt).mime_type

@@ -10,7 +10,7 @@ import json
 import pytest
 from django.core.files.storage import default_storage
 from django.test import override_settings
-from PIL import Image
+from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from files.models import File
 from tests.api.conftest import client_for
@@ -177,3 +177,27 @@ def test_animated_gif_and_multipage_tiff_report_their_frames(api):
     frames[0].save(tiff, "TIFF", save_all=True, append_images=frames[1:2])
     assert upload(api, gif.getvalue(), "a.gif").json()["metadata"]["frames"] == 3
     assert upload(api, tiff.getvalue(), "a.tif").json()["metadata"]["frames"] == 2
+
+
+@pytest.mark.parametrize("name", ["orientation/landscape_6.jpg", "orientation/portrait_7.jpg", "heic/IMG_5195.HEIC"])
+def test_a_preview_is_the_picture_the_pipeline_sees_in_srgb(name):
+    from files.imaging import SRGB_ICC, image_decode, image_preview
+
+    content = (PHOTOS / name).read_bytes()
+    preview, mime_type = image_preview(content, size=256)
+    image = Image.open(io.BytesIO(preview))
+    reference = shown(content)
+    profile = Image.open(io.BytesIO(content)).info.get("icc_profile")
+    if profile:  # the reference in sRGB, converted by little CMS directly
+        reference = ImageCms.profileToProfile(reference, ImageCms.ImageCmsProfile(io.BytesIO(profile)),
+                                              ImageCms.createProfile("sRGB"), outputMode="RGB")
+    assert mime_type == "image/jpeg" and max(image.size) == 256
+    assert abs(image.width / image.height - reference.width / reference.height) < 0.02
+    # the same picture the right way up (a sideways or mirrored preview differs by far more)
+    def difference(other: Image.Image) -> float:
+        return sum(ImageStat.Stat(ImageChops.difference(image.convert("RGB"), other.resize(image.size))).mean) / 3
+
+    assert difference(reference) < 8  # JPEG at quality 85 and a different resampling
+    assert difference(reference.transpose(Image.Transpose.FLIP_LEFT_RIGHT)) > 2 * difference(reference)
+    if image_decode(content).icc_profile:  # a profiled photo (Display P3 on the iPhone) is shown in sRGB
+        assert image.info["icc_profile"] == SRGB_ICC
