@@ -238,6 +238,18 @@ def hostile_requests(world) -> list[tuple[str, str, str, dict, str]]:
         "name": "nul-schema", "version": "1.0.0", "docker_image": "example/x:1",
         "input_schema": {"type": "object", "description": "\x00"}}, who="staff")
 
+    # -- numbers JSON can spell but PostgreSQL's jsonb cannot hold (1e400 parses as infinity)
+    raw_case("workflow: 1e400 in metadata", "post", f"{API}workflows/",
+             json.dumps(workflow_doc())[:-1] + ', "metadata": {"x": 1e400}}', "application/json")
+    raw_case("workflow: -1e400 in node parameters", "post", f"{API}workflows/", json.dumps(workflow_doc(
+        nodes=[{"key": "a", "node_type": "tool", "name": "A", "parameters": {"p": "__N__"}}])).replace(
+        '"__N__"', "-1e400"), "application/json")
+    raw_case("pipeline: 1e400 as a parameter", "post", f"{API}pipelines/",
+             json.dumps(pipeline_body()).replace('"width": 8', '"width": 1e400'), "application/json")
+    raw_case("component: 1e400 in resource requirements", "post", f"{API}components/", json.dumps({
+        "name": "inf", "version": "1.0.0", "docker_image": "example/x:1", "resource_requirements": {"cpu": "__N__"}}
+    ).replace('"__N__"', "1e400"), "application/json", who="staff")
+
     # -- invalid UUIDs
     for bad in INVALID_UUIDS:
         for kind in ("pipelines", "executions", "files", "workflows", "components"):
