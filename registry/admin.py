@@ -274,9 +274,20 @@ def _deleted_inline_ids(data, prefix: str) -> set[str]:
     return {data.get(f"{prefix}-{i}-id") for i in range(total) if data.get(f"{prefix}-{i}-DELETE")} - {None, ""}
 
 
+def _stored_cycle(workflow: Workflow) -> list[dict] | None:
+    if workflow is None or workflow._state.adding:
+        return None
+    nodes = [{"key": k, "name": n} for k, n in WorkflowNode.objects.filter(workflow=workflow).values_list("key", "name")]
+    edges = [{"parent": p, "child": c} for p, c in WorkflowEdge.objects.filter(workflow=workflow)
+             .values_list("parent_node__key", "child_node__key")]
+    return document_cycle({"nodes": nodes, "edges": edges})
+
+
 class WorkflowEdgeFormSet(forms.BaseInlineFormSet):
-    """The edges of the page must not close a cycle (nodes named by name): a cyclic workflow
-    cannot be applied, so the admin refuses it when it is saved rather than when it is run."""
+    """Edges that close a cycle are refused, nodes named by name: a cyclic workflow cannot be
+    applied, and staff learn it when they draw the edge rather than when it runs. The API
+    stores cycles (imported loops): a workflow that already has one stays editable in the
+    admin, with a warning (WorkflowAdmin.save_related)."""
 
     def clean(self):
         super().clean()
@@ -296,7 +307,7 @@ class WorkflowEdgeFormSet(forms.BaseInlineFormSet):
                 nodes[node.key] = {"key": node.key, "name": node.name}
             edges.append({"parent": parent.key, "child": child.key})
         cycle = document_cycle({"nodes": list(nodes.values()), "edges": edges})
-        if cycle is not None:
+        if cycle is not None and _stored_cycle(self.instance) is None:
             raise ValidationError(f"These edges make a cycle: {describe_cycle(cycle)}. A workflow with a cycle "
                                   "cannot be applied; remove one of its edges.", code="cycle")
 
@@ -529,6 +540,11 @@ class WorkflowAdmin(ImageFlowModelAdmin):
         _finish_as_saved(form.instance, saved)
         for formset in formsets:  # read by the admin's change message
             formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        cycle = document_cycle(clean_document(document))
+        if cycle is not None:
+            self.message_user(request, f"{saved.name} has a cycle: {describe_cycle(cycle)}. It is stored (as the API "
+                                       "stores imported loops) but cannot be applied until an edge of the cycle "
+                                       "is removed.", messages.WARNING)
 
     def get_deleted_objects(self, objs, request):
         # Nodes, edges, params and versions are read-only in their own admins but belong to the

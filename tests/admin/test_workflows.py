@@ -88,6 +88,22 @@ def test_an_edge_closing_a_cycle_is_refused_naming_the_nodes_by_name(staff_clien
     assert workflow.version == 1 and _rows(workflow) == before
 
 
+def test_a_workflow_stored_with_a_cycle_stays_editable_with_a_warning(staff_client, staff_user):
+    # given a workflow with a loop, stored through the API's service (imported loops are kept)
+    looped, _ = workflow_create(user=staff_user, data=sample_document(params=[], edges=[
+        {"parent": "fetch", "child": "summarize", "handoff_data": None},
+        {"parent": "summarize", "child": "fetch", "handoff_data": None}]))
+    url = admin_url(Workflow, "change", looped.pk)
+    # when it is renamed in the admin
+    response = staff_client.post(url, {**form_of(staff_client, url), "name": "Looped"}, follow=True)
+    # then the rename is saved, and staff are told why it cannot be applied
+    looped.refresh_from_db()
+    assert (looped.name, looped.version) == ("Looped", 2)
+    assert [str(m) for m in response.context["messages"]][0] == (
+        "Looped has a cycle: 'Fetch page' -> 'Summarize text' -> 'Fetch page'. It is stored (as the API stores "
+        "imported loops) but cannot be applied until an edge of the cycle is removed.")
+
+
 def test_an_edge_joining_a_node_to_itself_is_refused_on_the_field(staff_client, workflow):
     url = admin_url(Workflow, "change", workflow.pk)
     fetch = workflow.nodes.get(key="fetch")
