@@ -98,7 +98,9 @@ class PipelineExecution(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.pipeline_id} run {self.id} [{self.status}]"
+        # No status: the label is shown beside the live status (admin title, breadcrumbs) and a
+        # copy rendered with the page would contradict it once the run moves on.
+        return f"run {self.id} of pipeline {self.pipeline_id}"
 
 
 class ComponentExecution(TimestampedModel):
@@ -149,7 +151,7 @@ class ComponentExecution(TimestampedModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.node_id} [{self.status}]"
+        return f"step {self.node_id} of run {self.execution_id}"
 
 
 from executions.log_models import ExecutionLogRecord, LogLevel  # noqa: E402,F401  (durable log buffer)

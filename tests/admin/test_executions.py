@@ -36,6 +36,7 @@ def test_the_run_page_shows_every_field_read_only_and_no_status_field_under_the_
     for field in ("status", "input_data", "output_data", "error_message", "pipeline", "created_by", "started_at"):
         assert f'name="{field}"' not in html, field
     assert "field-status" not in html  # the panel says the status, and follows it
+    assert "[running]" not in html and "Running" not in html  # nor the title, breadcrumbs or step labels
     assert "boom" in html and "&quot;outputs&quot;" in html
     assert 'name="_save"' not in html and 'name="steps-0-status"' not in html
 
