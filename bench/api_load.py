@@ -125,6 +125,31 @@ def ensure_database(name: str) -> None:
             conn.execute(f'CREATE DATABASE "{name}"')
 
 
+def cpu_by_role(web_pid: int, worker_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the web processes, the worker processes, PostgreSQL (all of its
+    processes: other databases' too) and the whole machine."""
+    import psutil
+
+    def tree(pid: int) -> float:
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            pass
+        return total
+
+    postgres = 0.0
+    for process in psutil.process_iter(["name", "cpu_times"]):
+        if process.info["name"] == "postgres" and process.info["cpu_times"] is not None:
+            postgres += process.info["cpu_times"].user + process.info["cpu_times"].system
+    machine = psutil.cpu_times()
+    return {"web": tree(web_pid), "worker": tree(worker_pid), "postgres": postgres,
+            "machine": machine.user + machine.system + machine.nice + getattr(machine, "steal", 0.0)}
+
+
 def summary(label: str, answers: list) -> str:
     times = [seconds * 1000 for kind, status, seconds in answers if kind == "status" and status == 200]
     if not times:
@@ -207,9 +232,11 @@ def main() -> None:
 
         watcher = threading.Thread(target=watch)
         watcher.start()
+        cpu_before = cpu_by_role(web.pid, worker.pid)
         began = time.monotonic()
         answers, started = run_clients(options.clients, (*args, options.seconds))
         elapsed = time.monotonic() - began
+        cpu_after = cpu_by_role(web.pid, worker.pid)
         stop.set()
         watcher.join()
         all_started = baseline_started + started
@@ -245,6 +272,11 @@ def main() -> None:
     print(f"runs: {len(all_started)} accepted (202), {stored} stored, {len(set(all_started))} distinct, "
           f"{unfinished} not completed")
     print(f"most database connections held by one web process: {peak[0]}")
+    used = {role: cpu_after[role] - cpu_before[role] for role in cpu_after}
+    others = used["machine"] - used["web"] - used["worker"] - used["postgres"]
+    print(f"CPU during the load ({2 * elapsed:.0f} core-seconds available): web {used['web']:.0f} s, worker "
+          f"{used['worker']:.0f} s, PostgreSQL {used['postgres']:.0f} s, clients and the rest {others:.0f} s; "
+          f"web CPU per request {used['web'] / max(len(answers), 1) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
