@@ -110,7 +110,9 @@ def delete_selected_through_service(modeladmin, request, queryset):
         else:
             deleted += 1
     if deleted:
-        modeladmin.message_user(request, f"Deleted {deleted} {modeladmin.model._meta.verbose_name_plural}.",
+        from django.contrib.admin.utils import model_ngettext
+
+        modeladmin.message_user(request, f"Deleted {deleted} {model_ngettext(modeladmin.opts, deleted)}.",
                                 messages.SUCCESS)
     return None
 

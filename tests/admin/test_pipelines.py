@@ -205,6 +205,6 @@ def test_deleting_a_component_a_pipeline_names_is_refused_with_a_message(staff_c
     html = response.content.decode()
     assert response.status_code == 200
     assert "Resize:1.0.0: not deleted: component resize:1.0.0 is used by pipelines: thumbs." in html  # capfirst
-    assert "Deleted 1 components." in html
+    assert "Deleted 1 component." in html
     assert set(Component.objects.filter(pk__in=[resize.pk, gray.pk, blur.pk]).values_list("name", flat=True)) == {
         "resize", "grayscale"}
