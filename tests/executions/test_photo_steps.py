@@ -237,12 +237,14 @@ def test_an_icc_profile_travels_with_the_pixels(builtins, pipeline_of, user):
     assert profile != adobe_like
 
 
-def test_first_frame_of_an_animated_gif_and_first_page_of_a_tiff(builtins, pipeline_of, user):
+def test_first_frame_of_an_animated_gif_or_webp_and_first_page_of_a_tiff(builtins, pipeline_of, user):
     frames = [Image.new("RGB", (40, 30), color) for color in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    gif, tiff = io.BytesIO(), io.BytesIO()
+    gif, tiff, webp = io.BytesIO(), io.BytesIO(), io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     frames[1].save(tiff, "TIFF", save_all=True, append_images=[frames[2]])
-    for content, name, color in ((gif.getvalue(), "a.gif", (255, 0, 0)), (tiff.getvalue(), "a.tif", (0, 255, 0))):
+    frames[2].save(webp, "WEBP", save_all=True, append_images=frames[:2], duration=100, lossless=True)
+    for content, name, color in ((gif.getvalue(), "a.gif", (255, 0, 0)), (tiff.getvalue(), "a.tif", (0, 255, 0)),
+                                 (webp.getvalue(), "a.webp", (0, 0, 255))):
         output = outputs_of(run_single(pipeline_of, user, [store(content, name, user)], "resize", width=20))[0]
         image = open_image(output)
         assert getattr(image, "n_frames", 1) == 1

@@ -52,8 +52,9 @@ def test_start_creates_pending_run_with_one_step_per_node_and_enqueues_roots_on_
     assert set(steps) == {"resize", "gray", "blur", "board"}
     assert all(s.status == StepStatus.PENDING for s in steps.values())
     assert steps["resize"].input_data["inputs"] == [str(source.id)]
-    assert steps["resize"].input_data["parameters"] == {"width": 100, "keep_aspect": True, "resample": "lanczos"}
-    assert steps["blur"].input_data["parameters"] == {"radius": 7}
+    assert steps["resize"].input_data["parameters"] == {"width": 100, "keep_aspect": True, "resample": "lanczos",
+                                                        "auto_orient": True, "metadata": "strip_location"}
+    assert steps["blur"].input_data["parameters"] == {"radius": 7, "auto_orient": True, "metadata": "strip_location"}
     assert steps["board"].input_data["parents"] == ["gray", "blur"] and steps["board"].input_data["inputs"] is None
     # and exactly one on-commit callback (enqueue of the root) was registered
     assert len(callbacks) >= 1
