@@ -22,7 +22,6 @@ Target: engine >= 1.5x the loop.
 from __future__ import annotations
 
 import argparse
-import io
 import time
 
 from engine_common import Worker, bench_user, django_setup, purge_queue
@@ -75,13 +74,11 @@ def main() -> None:
     count = 20 if args.quick else args.images
     django_setup()
 
-    from PIL import Image
-
     from celery import chain
 
     from engine_bench_tasks import image_step
     from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
-    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode
+    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
     from executions.services import builtin_components_register, demo_image_bytes, execution_start
     from files.models import File
     from files.services import file_read_bytes, file_store_bytes
@@ -104,10 +101,10 @@ def main() -> None:
                                         created_by=user, prefix="uploads", extra_metadata={"bench_source": True}))
 
     def step(source, name: str, params: dict):
-        image = Image.open(io.BytesIO(file_read_bytes(source)))
-        image.load()
-        result = BUILTIN_OPERATIONS[name].apply(image, params)
-        content, extension = _encode(result, source_format=image.format, parameters=params, operation=name)
+        # the same decode and encode as a built-in step (executions.runners.builtin)
+        decoded = _open(file_read_bytes(source), source.original_name or "", BUILTIN_OPERATIONS[name], params)
+        result = BUILTIN_OPERATIONS[name].apply(decoded.image, params)
+        content, extension = _encode(result, source=decoded, parameters=params, operation=name)
         return file_store_bytes(content=content, original_name=f"loop-{name}{extension}", created_by=user)
 
     # baseline: one process, the same work in a loop
