@@ -14,6 +14,10 @@ run_id="test-$$"
 export CELERY_TASK_DEFAULT_QUEUE="${CELERY_TASK_DEFAULT_QUEUE:-imageflow-$run_id}"
 export CHANNEL_LAYER_PREFIX="${CHANNEL_LAYER_PREFIX:-imageflow-$run_id}"
 export CACHE_KEY_PREFIX="${CACHE_KEY_PREFIX:-imageflow-$run_id}"
+# The test process also hosts in-process Celery workers (threads that never end a request, so
+# they would keep pooled connections for good): it uses connections as a worker process does.
+# The web servers the reliability tests start use the pool, as `make run`'s do.
+export DATABASE_POOL="${DATABASE_POOL:-false}"
 set +e
 "$VENV/bin/python" -m pytest "$@"
 status=$?

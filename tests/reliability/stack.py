@@ -157,7 +157,8 @@ class WebServer:
         self.log_path = ROOT / "var" / "log" / f"reliability-web-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("wb")
-        full_env = {**os.environ, "DATABASE_NAME": database, "DEBUG": "false", **(env or {})}
+        # Served as `make run` serves it: a database pool per process (the test process has it off).
+        full_env = {**os.environ, "DATABASE_NAME": database, "DEBUG": "false", "DATABASE_POOL": "true", **(env or {})}
         self.process = subprocess.Popen(
             [str(VENV_BIN / "uvicorn"), "imageflow.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
              "--lifespan", "off", "--workers", str(workers), "--no-access-log"],

@@ -61,6 +61,7 @@ def live_server_process(django_db_setup, tmp_path_factory):
         **os.environ,
         "DATABASE_NAME": connection.settings_dict["NAME"],
         "FILE_UPLOAD_MAX_BYTES": str(LIVE_UPLOAD_MAX_BYTES),
+        "DATABASE_POOL": "true",
         "DATABASE_POOL_MIN_SIZE": "1",
         "DATABASE_POOL_MAX_SIZE": "4",
     }
