@@ -15,6 +15,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image
 
+from imageflow.validators import strip_unsafe_characters
+
 from .imaging import ImageRefused, format_facts, format_name, open_image
 from .metadata import image_metadata
 
@@ -35,7 +37,9 @@ class ImageFacts:
 
 def sanitize_file_name(name: str | None, *, fallback: str = "upload") -> str:
     """A display name with no directories, control characters or traversal left in it."""
-    name = unicodedata.normalize("NFC", name or "")
+    # NFC first, then the characters the name rule refuses (bidirectional overrides such as
+    # U+202E would make "invoice\u202egpj.exe" display as "invoiceexe.jpg").
+    name = strip_unsafe_characters(unicodedata.normalize("NFC", name or ""))
     name = name.replace("\\", "/").split("/")[-1]
     name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip().strip(".")
     name = re.sub(r"\s+", " ", name)
