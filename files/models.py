@@ -16,6 +16,12 @@ class File(UUIDModel):
     storage_path = models.CharField(max_length=1000, help_text="Object key in the bucket.")
     checksum = models.CharField(max_length=64, blank=True, null=True, help_text="SHA-256, hex.")
     metadata = models.JSONField(blank=True, null=True, help_text="format, width, height, EXIF, ...")
+    thumbnails = models.JSONField(
+        blank=True, null=True,
+        help_text="Derived previews in the object store, by size: {\"256\": {\"key\", \"width\", \"height\", "
+                  "\"mime_type\", \"bytes\"}, ...}, or {\"error\": \"...\"} when the image could not be decoded. "
+                  "Written once by the thumbnail task (files.services.file_thumbnails_generate).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,

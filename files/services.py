@@ -69,6 +69,7 @@ def file_store(
     metadata = {**facts.metadata, **(extra_metadata or {})}
     try:
         with transaction.atomic():
+            file_thumbnails_enqueue(file_id=file_id)
             return File.objects.create(
                 id=file_id,
                 original_name=name_for_type(sanitize_file_name(original_name, fallback=f"{file_id.hex}{facts.extension}"),
@@ -116,11 +117,15 @@ def file_read_bytes(file: File) -> bytes:
 
 
 def file_delete(*, file: File) -> None:
-    """Delete the row; its object is deleted once the deletion has committed."""
+    """Delete the row; its object and its derived thumbnails are deleted once the deletion has
+    committed. Thumbnails are found by their prefix, not by the row's record, so a thumbnail task
+    that wrote its objects but had not recorded them yet leaves nothing behind (and a task that
+    writes after this finds no row and removes its own objects: file_thumbnails_generate)."""
     key = file.storage_path
+    file_id = file.pk
     with transaction.atomic():
         file.delete()
-        transaction.on_commit(lambda: _delete_object(key))
+        transaction.on_commit(lambda: (_delete_object(key), _delete_thumbnails(file_id)))
 
 
 def _delete_object(key: str) -> None:
@@ -128,6 +133,99 @@ def _delete_object(key: str) -> None:
         default_storage.delete(key)
     except Exception:  # the row is gone; a leftover object is logged, not fatal
         logger.exception("could not delete object %s", key)
+
+
+# --- thumbnails: derived previews, generated once per file by a worker ----------------------------
+
+def thumbnail_prefix(file_id) -> str:
+    return f"thumbnails/{file_id}/"
+
+
+def thumbnail_sizes() -> list[int]:
+    """The derived sizes, largest first: the preview of the file page and the list thumbnail."""
+    return sorted({settings.FILE_PREVIEW_SIZE, settings.FILE_THUMBNAIL_SIZE}, reverse=True)
+
+
+def file_thumbnails_enqueue(*, file_id) -> None:
+    """Ask a worker for the file's thumbnails once the transaction commits. The file is stored
+    whether or not the broker takes the message: a lost one is sent again by the file page, or the
+    file list's action "Generate missing thumbnails"."""
+    def send() -> None:
+        from files.tasks import file_thumbnails_make
+
+        try:
+            file_thumbnails_make.delay(str(file_id))
+        except Exception as exc:  # broker unreachable: the file is there, its thumbnail comes later
+            logger.warning("could not enqueue thumbnails of file %s (%s: %s)", file_id, type(exc).__name__, exc)
+
+    transaction.on_commit(send)
+
+
+def file_thumbnails_generate(*, file_id) -> dict | None:
+    """Decode the original once (files.imaging.image_preview: oriented, sRGB, fitted) and store
+    each size as a derived object `thumbnails/<file id>/<size>.<jpg|png>`; record them on the row.
+
+    Idempotent: a file that has its record already (thumbnails or the reason there are none) is
+    left alone, keys are fixed per file and size, and the record is written only where it is still
+    empty, so a second delivery changes nothing. A file deleted meanwhile gets its objects removed
+    again. An image that cannot be decoded (too many pixels, corrupt) is recorded as
+    {"error": ...}, so no page asks for it again. Returns the record (None: no such file)."""
+    from PIL import Image
+
+    from .imaging import ImageRefused, image_preview
+
+    file = File.objects.filter(pk=file_id).only("id", "storage_path", "thumbnails").first()
+    if file is None or file.thumbnails:
+        return None if file is None else file.thumbnails
+    record: dict = {}
+    written: list[str] = []
+    try:
+        with file_open(file) as handle:
+            previous, previous_size = image_preview(handle, size=thumbnail_sizes()[0],
+                                                    quality=settings.FILE_THUMBNAIL_QUALITY), thumbnail_sizes()[0]
+        for size in thumbnail_sizes():
+            # Smaller sizes from the largest preview: the original is decoded once.
+            content, mime_type = previous if size == previous_size else image_preview(
+                previous[0], size=size, quality=settings.FILE_THUMBNAIL_QUALITY)
+            with Image.open(io.BytesIO(content)) as image:
+                width, height = image.size
+            key = f"{thumbnail_prefix(file.pk)}{size}{'.png' if mime_type == 'image/png' else '.jpg'}"
+            default_storage.bucket.Object(key).put(Body=content, ContentType=mime_type,
+                                                   CacheControl="private, max-age=86400")
+            written.append(key)
+            record[str(size)] = {"key": key, "width": width, "height": height, "mime_type": mime_type,
+                                 "bytes": len(content)}
+    except ImageRefused as exc:
+        record = {"error": str(exc)[:500]}
+    if File.objects.filter(pk=file.pk, thumbnails__isnull=True).update(thumbnails=record):
+        return record
+    if not File.objects.filter(pk=file.pk).exists():  # deleted while we worked: leave no orphans
+        for key in written:
+            _delete_object(key)
+        return None
+    return File.objects.values_list("thumbnails", flat=True).get(pk=file.pk)  # another delivery won
+
+
+def _delete_thumbnails(file_id) -> None:
+    try:
+        default_storage.bucket.objects.filter(Prefix=thumbnail_prefix(file_id)).delete()
+    except Exception:  # the row is gone; leftover derived objects are logged, not fatal
+        logger.exception("could not delete thumbnails of file %s", file_id)
+
+
+def file_store_upload(*, upload, created_by) -> File:
+    """Store a file received by files.api.upload's handlers (the API's POST /files/ and the admin's
+    upload page): the checksum computed while receiving, and the object already streamed to the
+    store for a large file, are used as they are. Raises ValidationError like file_store."""
+    checksum = getattr(upload, "sha256", None)
+    stored = file_store(
+        stream=upload, original_name=upload.name, created_by=created_by, checksum=checksum,
+        size=upload.size if checksum else None, stored_key=getattr(upload, "object_key", None),
+        file_id=getattr(upload, "file_id", None),
+    )
+    # file_store owns the streamed object now (it removes it itself on failure).
+    upload.object_key = None
+    return stored
 
 
 def file_presigned_url(file: File, *, expires_in: int | None = None) -> str:

@@ -445,3 +445,8 @@ IMAGE_MAX_PIXELS = env.int("IMAGE_MAX_PIXELS", 120_000_000)
 # Images up to this many pixels are decoded whole on upload to catch corrupt pixel data; larger
 # ones are checked structurally (header, PNG CRCs, the JPEG's segments to its end marker).
 IMAGE_UPLOAD_FULL_DECODE_MAX_PIXELS = env.int("IMAGE_UPLOAD_FULL_DECODE_MAX_PIXELS", 40_000_000)
+# Thumbnails (docs/admin.md, "Thumbnails"): derived objects made once per file by a worker,
+# thumbnails/<file id>/<size>.jpg (PNG with alpha); the list size and the file page's preview.
+FILE_THUMBNAIL_SIZE = env.int("FILE_THUMBNAIL_SIZE", 256)
+FILE_PREVIEW_SIZE = env.int("FILE_PREVIEW_SIZE", 1024)
+FILE_THUMBNAIL_QUALITY = env.int("FILE_THUMBNAIL_QUALITY", 82)

@@ -53,17 +53,10 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
             serializer = FileUploadSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             upload = serializer.validated_data["file"]
-            checksum = getattr(upload, "sha256", None)
             try:
-                stored = services.file_store(
-                    stream=upload, original_name=upload.name, created_by=request.user, checksum=checksum,
-                    size=upload.size if checksum else None, stored_key=getattr(upload, "object_key", None),
-                    file_id=getattr(upload, "file_id", None),
-                )
+                stored = services.file_store_upload(upload=upload, created_by=request.user)
             except DjangoValidationError as exc:
                 raise DjangoValidationError({"file": exc.messages}) from None
-            # file_store owns the streamed object now (it removes it itself on failure).
-            upload.object_key = None
         finally:
             discard_streamed_objects(handler)
         return Response(FileSerializer(stored, context={"request": request}).data, status=status.HTTP_201_CREATED)
