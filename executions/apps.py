@@ -7,3 +7,4 @@ class ExecutionsConfig(AppConfig):
 
     def ready(self) -> None:
         from executions import events  # noqa: F401  (connects the progress-event receivers)
+        from executions import metrics  # noqa: F401  (the step histogram's receiver, scrape-time collectors)

@@ -156,7 +156,8 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
             with transaction.atomic():
                 execution = PipelineExecution.objects.create(
                     pipeline=pipeline, pipeline_version=pipeline.version, status=ExecutionStatus.PENDING,
-                    input_data={"inputs": run_inputs, "parameters": parameters or {}},
+                    input_data={"inputs": run_inputs, "parameters": parameters or {},
+                                **_request_id_field()},
                     created_by=user, idempotency_key=idempotency_key,
                 )
         except IntegrityError:
@@ -186,6 +187,15 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
                           f"{len(run_inputs)} input files", event="execution_created")
         _enqueue_on_commit([s.pk for s in steps if not dag.parents[s.node_id]])
     return execution
+
+
+def _request_id_field() -> dict:
+    """The X-Request-ID of the API call starting the run, when there is one: the log shipper adds
+    it to the `extra` of every log record of the run (imageflow/request_id.py)."""
+    from imageflow.request_id import current_request_id
+
+    request_id = current_request_id()
+    return {"request_id": request_id} if request_id else {}
 
 
 def _enqueue_on_commit(step_ids: Iterable) -> None:

@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from executions.routing import websocket_urlpatterns  # noqa: E402
 from imageflow.log_redaction import install_log_redaction  # noqa: E402
+from imageflow.metrics import WebSocketClientsMiddleware  # noqa: E402
 from imageflow.request_limits import RequestBodyLimitMiddleware  # noqa: E402
 from imageflow.ws_auth import BrowserOriginValidator, TokenAuthMiddleware  # noqa: E402
 
@@ -27,5 +28,6 @@ websocket_application = AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websoc
 application = ProtocolTypeRouter({
     # Body limits are checked before Django spools the body to disk (imageflow/request_limits.py).
     "http": RequestBodyLimitMiddleware(django_asgi_app),
-    "websocket": BrowserOriginValidator(websocket_application),
+    # imageflow_websocket_clients counts the connections open through this process.
+    "websocket": WebSocketClientsMiddleware(BrowserOriginValidator(websocket_application)),
 })

@@ -14,3 +14,9 @@ def _configure_worker(**kwargs) -> None:
     from executions.worker import configure_worker_sessions
 
     configure_worker_sessions()
+    from django.conf import settings
+
+    if settings.WORKER_METRICS_PORT:
+        from imageflow.metrics import start_worker_exporter
+
+        start_worker_exporter(settings.WORKER_METRICS_PORT)

@@ -1,4 +1,4 @@
-"""`GET /healthz`: can this process reach the database, Redis, the object store and search?
+"""`GET /healthz` and `GET /readyz`: can this process reach the database, Redis, the object store and search?
 
 200 when every dependency answers, 503 otherwise. No authentication needed: load balancers and
 orchestrators call it, and they get only `{"status": "ok"}` or `{"status": "unavailable"}`. The
@@ -6,6 +6,12 @@ details (which dependency is down, its error text with hosts and ports, timings)
 staff only, by session or API token (`Authorization: Token <key>`): they map the deployment for
 anyone who can reach the URL. Each check has a short timeout so a dead dependency makes the
 answer slow by at most a few seconds.
+
+`GET /livez` touches no dependency: 200 while the process serves. Orchestrators restart a process
+whose liveness fails, which would not bring a database back; they stop routing to one whose
+readiness (`/readyz`, the same answer as `/healthz`) fails. `ProbeMiddleware` answers the three
+probe paths (not `/healthz`, kept as it was) and `/metrics` first, before the `ALLOWED_HOSTS` check: a kubelet or a compose health
+check calls them by the pod's address, not by a served host name.
 """
 
 from __future__ import annotations
@@ -112,3 +118,36 @@ def _is_staff(request) -> bool:
 
     token = Token.objects.select_related("user").filter(key=parts[1]).first()
     return token is not None and token.user.is_active and token.user.is_staff
+
+
+@never_cache
+def livez(request):
+    return JsonResponse({"status": "ok"})
+
+
+def readyz(request):
+    return healthz(request)
+
+
+class ProbeMiddleware:
+    """First in MIDDLEWARE: the probe and metrics paths are answered without the Host check (a
+    probe's Host is an address), sessions or CSRF; `readyz` details are still for staff tokens."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from imageflow.metrics import metrics_view
+
+        view = {"/livez": livez, "/readyz": readyz, "/metrics": metrics_view}.get(request.path_info)
+        if view is None:
+            return self.get_response(request)
+        try:
+            return view(request)
+        except Exception as exc:  # what OutageMiddleware does for the other views
+            from imageflow.outages import outage_response, unavailable_service
+
+            service = unavailable_service(exc)
+            if service is None:
+                raise
+            return outage_response(request, service)

@@ -78,9 +78,24 @@ def unavailable_service(exc: BaseException) -> str | None:
         seen.add(id(current))
         service = _classify_one(current)
         if service is not None:
+            _count_outage_error(exc, service)
             return service
         current = current.__cause__ or current.__context__
     return None
+
+
+def _count_outage_error(exc: BaseException, service: str) -> None:
+    """`imageflow_service_errors_total{service}` (imageflow/metrics.py): once per error, however
+    many callers classify the same exception."""
+    if getattr(exc, "_imageflow_outage_counted", False):
+        return
+    try:
+        exc._imageflow_outage_counted = True  # type: ignore[attr-defined]
+    except AttributeError:  # an exception type with __slots__: counted every time it is asked about
+        pass
+    from imageflow.metrics import SERVICE_ERRORS
+
+    SERVICE_ERRORS.labels(service=service).inc()
 
 
 def retry_after_seconds() -> int:

@@ -309,6 +309,31 @@ LOGGING = {
 # Retry-After.
 OUTAGE_RETRY_AFTER_SECONDS = env.int("OUTAGE_RETRY_AFTER_SECONDS", 5)
 
+# --- Deployment: probes, metrics, structured logs (docs/deployment.md) -------------------------
+# /livez, /readyz and /metrics are answered first, before the ALLOWED_HOSTS check (probes call
+# them by address); every request gets an X-Request-ID (taken from the caller or made) that is in
+# each of its log lines and is stored on the run it starts (imageflow/request_id.py).
+MIDDLEWARE.insert(0, "imageflow.health.ProbeMiddleware")
+MIDDLEWARE.insert(1, "imageflow.request_id.RequestIdMiddleware")
+# `json`: one JSON object per log line (imageflow/logging_json.py) for a log collector; `text`:
+# the plain lines. Both carry the request id.
+LOG_FORMAT = env.str("LOG_FORMAT", "json" if ENVIRONMENT == "production" else "text")
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use text or json.")
+LOGGING["formatters"]["plain"]["format"] = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+LOGGING["formatters"]["json"] = {"()": "imageflow.logging_json.JsonFormatter"}
+LOGGING["filters"]["request_id"] = {"()": "imageflow.request_id.RequestIdLogFilter"}
+LOGGING["handlers"]["console"]["filters"].append("request_id")
+LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" else "plain"
+# Prometheus (imageflow/metrics.py): /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`;
+# empty (the default) turns it off (404), on the web and on the worker exporter alike.
+METRICS_TOKEN = env.str("METRICS_TOKEN", "")
+# A Celery worker serves its metrics on this port (0: no exporter).
+WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", 0)
+# A directory shared by a role's processes (uvicorn --workers, Celery's pool) for prometheus-client's
+# multiprocess mode; prometheus-client reads the variable itself. Empty: each process reports its own.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", "")
+
 # --- Demo data ---------------------------------------------------------------------------------
 DEMO_USERNAME = env.str("DEMO_USERNAME", "admin")
 DEMO_PASSWORD = env.str("DEMO_PASSWORD", "imageflow-admin")

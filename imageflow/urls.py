@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from imageflow.health import healthz
+from imageflow.health import healthz, livez, readyz
+from imageflow.metrics import metrics_view
 
 admin.site.site_header = "ImageFlow administration"
 admin.site.site_title = "ImageFlow"
@@ -11,6 +12,10 @@ admin.site.index_title = "Components, pipelines, workflows and runs"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
+    # Probes and metrics (docs/deployment.md); imageflow.health.ProbeMiddleware answers them first.
+    path("livez", livez, name="livez"),
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include("imageflow.api.urls")),

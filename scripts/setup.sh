@@ -16,6 +16,17 @@ if ! command -v dot >/dev/null 2>&1; then
   command -v dot >/dev/null 2>&1 || { echo "setup: graphviz did not install" >&2; exit 1; }
 fi
 
+# tests/deploy checks deploy/compose.yaml with `docker-compose config` (Debian's docker-compose
+# package; no container engine is needed to check a file).
+if ! command -v docker-compose >/dev/null 2>&1; then
+  echo "setup: installing docker-compose with apt-get"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
+  command -v docker-compose >/dev/null 2>&1 || { echo "setup: docker-compose did not install" >&2; exit 1; }
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"

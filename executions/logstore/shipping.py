@@ -66,6 +66,8 @@ def _timestamp_text(value) -> str:
 SOURCE_FIELDS = (
     "id", "execution_id", "step_id", "node_id", "component", "level", "message", "extra", "timestamp",
     "execution__pipeline_id", "execution__pipeline__name", "execution__created_by_id",
+    # One key of the run's input_data, extracted by PostgreSQL (not the whole column parsed).
+    "execution__input_data__request_id",
 )
 
 
@@ -83,8 +85,14 @@ def record_source(row: dict) -> dict:
         "level": row["level"],
         "message": row["message"],
         "timestamp": _timestamp_text(row["timestamp"]),
-        "extra": row["extra"] or {},
+        "extra": _with_request_id(row["extra"] or {}, row.get("execution__input_data__request_id")),
     }
+
+
+def _with_request_id(extra: dict, request_id) -> dict:
+    """The X-Request-ID of the API call that started the run (imageflow/request_id.py), on every
+    record of the run, so one id finds the call's log lines and its steps' records."""
+    return {**extra, "request_id": request_id} if request_id and "request_id" not in extra else extra
 
 
 def document_id(*, execution_id, record_id: int) -> str:
