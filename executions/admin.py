@@ -5,6 +5,10 @@ the engine's service (executions/admin_actions.py)."""
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.db.models import Count, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.html import format_html
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -21,7 +25,36 @@ from .admin_actions import (
     retry_executions,
 )
 from .admin_live import LiveProgressAdminMixin
-from .models import FINISHED_EXECUTION_STATUSES, ComponentExecution, ExecutionStatus, PipelineExecution
+from .admin_pictures import execution_picture_html, execution_timeline_html
+from .models import (
+    FINISHED_EXECUTION_STATUSES,
+    FINISHED_STEP_STATUSES,
+    ComponentExecution,
+    ExecutionStatus,
+    PipelineExecution,
+)
+from registry.admin_pictures import PICTURE_MEDIA_CSS
+
+
+def _step_count(**filters) -> Coalesce:
+    """A correlated count of the run's steps (no GROUP BY on the list's query, so the bulk
+    actions can still lock the rows they get)."""
+    steps = (ComponentExecution.objects.filter(execution_id=OuterRef("pk"), **filters).order_by()
+             .values("execution_id").annotate(n=Count("id")).values("n"))
+    return Coalesce(Subquery(steps, output_field=IntegerField()), Value(0))
+
+
+def status_badge(status: str, label: str):
+    return format_html('<span class="status-badge status-{}">{}</span>', status, label)
+
+
+def duration_text(started, completed, now) -> str:
+    if started is None:
+        return "—"
+    seconds = ((completed or now) - started).total_seconds()
+    text = f"{seconds * 1000:.0f} ms" if seconds < 1 else (f"{seconds:.1f} s" if seconds < 60 else
+                                                          f"{int(seconds // 60)} min {int(seconds % 60)} s")
+    return text if completed else f"{text} so far"
 
 
 class ComponentExecutionInline(admin.TabularInline):
@@ -52,16 +85,53 @@ class ComponentExecutionInline(admin.TabularInline):
 @admin.register(PipelineExecution)
 class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
     # No status field: the live panel above the fields shows the status and follows the run.
-    list_display = ("id", "pipeline", "pipeline_version", "status", "created_by", "created_at", "started_at", "completed_at")
-    list_filter = ("status", "created_at", "started_at")
+    list_display = ("short_id", "pipeline", "pipeline_version", "status_column", "progress_column", "duration_column",
+                    "created_by", "created_at")
+    list_display_links = ("short_id",)
+    list_filter = ("status", "pipeline", "created_at", "started_at")
     search_fields = ("id", "pipeline__name", "error_message")
     date_hierarchy = "created_at"
     list_select_related = ("pipeline", "created_by")
-    fields = ("pipeline", "pipeline_version", "workflow", "workflow_version", "created_by", "retry_of",
-              "idempotency_key", "inputs_pretty", "outputs_pretty", "error_message", "started_at", "completed_at")
+    fields = ("picture", "timeline", "pipeline", "pipeline_version", "workflow", "workflow_version", "created_by",
+              "retry_of", "idempotency_key", "inputs_pretty", "outputs_pretty", "error_message", "started_at",
+              "completed_at")
     readonly_fields = fields
     inlines = [ComponentExecutionInline]
     actions = [cancel_executions, retry_executions, rerun_executions]
+
+    class Media:
+        css = PICTURE_MEDIA_CSS
+        js = ("executions/dag_live.js",)
+
+    @admin.display(description="picture")
+    def picture(self, obj):
+        return execution_picture_html(obj)
+
+    @admin.display(description="timeline")
+    def timeline(self, obj):
+        return execution_timeline_html(obj, now=timezone.now())
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, obj):
+        # The first block of the UUID: the full one makes the list too wide for its status columns.
+        return format_html('<span title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+
+    @admin.display(description="status", ordering="status")
+    def status_column(self, obj):
+        return status_badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="progress")
+    def progress_column(self, obj):
+        total, done = getattr(obj, "steps_total", None), getattr(obj, "steps_finished", None)
+        if total is None:
+            return "—"
+        percent = round(100 * done / total) if total else 100
+        return format_html('<span class="run-progress" title="{}%"><span style="width:{}%"></span></span>{} / {}',
+                           percent, percent, done, total)
+
+    @admin.display(description="duration")
+    def duration_column(self, obj):
+        return duration_text(obj.started_at, obj.completed_at, timezone.now())
 
     @admin.display(description="input data")
     def inputs_pretty(self, obj):
@@ -75,7 +145,13 @@ class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFl
         return has_run_permission(request)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("pipeline", "created_by", "workflow", "retry_of")
+        queryset = super().get_queryset(request).select_related("pipeline", "created_by", "workflow", "retry_of")
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == "executions_pipelineexecution_changelist":
+            # The list's progress column, in the list's one query.
+            queryset = queryset.annotate(steps_total=_step_count(),
+                                         steps_finished=_step_count(status__in=list(FINISHED_STEP_STATUSES)))
+        return queryset
 
     def get_urls(self):
         info = (self.model._meta.app_label, self.model._meta.model_name)

@@ -9,7 +9,15 @@ admin.site.site_header = "ImageFlow administration"
 admin.site.site_title = "ImageFlow"
 admin.site.index_title = "Components, pipelines, workflows and runs"
 
+
+def _dashboard(request):
+    from executions.admin_dashboard import dashboard_view
+
+    return dashboard_view(request)
+
+
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(_dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),
     # Probes and metrics (docs/deployment.md); imageflow.health.ProbeMiddleware answers them first.

@@ -8,7 +8,11 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.contrib.admin.utils import unquote
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 
 from executions.admin_actions import run_pipelines
 from imageflow.admin_utils import (
@@ -23,6 +27,16 @@ from imageflow.admin_utils import (
 from imageflow.api.errors import dag_errors_to_fields
 from imageflow.exceptions import ConflictError
 from registry import services
+from registry.admin_editor import DefinitionEditorWidget, component_choices, definition_preview_view
+from registry.admin_pictures import (
+    PICTURE_MEDIA_CSS,
+    diff_html,
+    pipeline_picture_html,
+    pipeline_version_picture_html,
+    workflow_picture_html,
+    workflow_version_diff,
+    workflow_version_picture_html,
+)
 from registry.dag import DagValidationError, validate_definition
 from registry.workflow_document import ParamValueError, clean_document, describe_cycle, document_cycle
 from registry.workflow_services import pipeline_labels_check, pipeline_set_labels
@@ -163,9 +177,42 @@ class PipelineAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
-    readonly_fields = ("version", "created_by")
+    readonly_fields = ("version", "created_by", "picture")
     inlines = [PipelineVersionInline]
     actions = [run_pipelines]
+
+    class Media:
+        css = PICTURE_MEDIA_CSS
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "picture"]
+        # Who may change the pipeline sees the picture inside the definition's editor; who may only
+        # view it, above the (read-only) definition.
+        if obj is not None and not self.has_change_permission(request, obj):
+            fields.insert(fields.index("definition") if "definition" in fields else 0, "picture")
+        return fields
+
+    @admin.display(description="picture")
+    def picture(self, obj):
+        return pipeline_picture_html(obj) if obj is not None and obj.pk else "—"
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if "definition" in form.base_fields:
+            form.base_fields["definition"].widget = DefinitionEditorWidget(
+                preview_url=reverse("admin:registry_pipeline_definition_preview", current_app=self.admin_site.name),
+                components=component_choices(),
+                stored=(obj.pk, obj.version, obj.definition) if obj is not None else None,
+            )
+        return form
+
+    def get_urls(self):
+        preview = path("definition-preview/", self.admin_site.admin_view(self.definition_preview),
+                       name="registry_pipeline_definition_preview")
+        return [preview, *super().get_urls()]
+
+    def definition_preview(self, request):
+        return definition_preview_view(self, request)
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
@@ -199,8 +246,15 @@ class PipelineVersionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     search_fields = ("name", "pipeline__name")
     date_hierarchy = "created_at"
     list_select_related = ("pipeline", "created_by")
-    readonly_fields = ("pipeline", "version", "name", "description", "definition_pretty", "created_by")
+    readonly_fields = ("pipeline", "version", "name", "description", "picture", "definition_pretty", "created_by")
     exclude = ("definition",)
+
+    class Media:
+        css = PICTURE_MEDIA_CSS
+
+    @admin.display(description="picture")
+    def picture(self, obj):
+        return pipeline_version_picture_html(obj)
 
     @admin.display(description="definition")
     def definition_pretty(self, obj):
@@ -373,6 +427,7 @@ class WorkflowVersionInline(admin.TabularInline):
     model = WorkflowVersion
     extra = 0
     can_delete = False
+    show_change_link = True  # the version's page: its picture, its diff, Restore
     fields = ("version", "change", "restored_from", "created_by", "created_at")
     readonly_fields = fields
     ordering = ("-version",)
@@ -518,9 +573,20 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
     filter_horizontal = ("tags",)
-    readonly_fields = ("version", "created_by", "request_id", "read_count", "apply_count", "reuse_count")
+    readonly_fields = ("picture", "version", "created_by", "request_id", "read_count", "apply_count", "reuse_count")
     inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline, WorkflowVersionInline]
     actions = [apply_with_defaults]
+
+    class Media:
+        css = PICTURE_MEDIA_CSS
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "picture"]
+        return ["picture", *fields] if obj is not None else fields
+
+    @admin.display(description="picture")
+    def picture(self, obj):
+        return workflow_picture_html(obj) if obj is not None and obj.pk else "—"
 
     def save_model(self, request, obj, form, change):
         # Saved with its nodes, edges and params by one service call in save_related.
@@ -600,11 +666,76 @@ class WorkflowVersionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     search_fields = ("workflow__name",)
     list_select_related = ("workflow", "created_by")
     exclude = ("snapshot",)
-    readonly_fields = ("workflow", "version", "change", "restored_from", "created_by", "snapshot_pretty")
+    readonly_fields = ("workflow", "version", "change", "restored_from", "created_by", "picture", "changes",
+                       "snapshot_pretty")
+
+    class Media:
+        css = PICTURE_MEDIA_CSS
 
     @admin.display(description="snapshot")
     def snapshot_pretty(self, obj):
         return pretty_json(obj.snapshot)
+
+    @admin.display(description="picture")
+    def picture(self, obj):
+        return workflow_version_picture_html(obj)
+
+    @admin.display(description="changes from the previous version")
+    def changes(self, obj):
+        return diff_html(workflow_version_diff(obj))
+
+    def has_restore_permission(self, request, obj=None) -> bool:
+        # Restoring makes a new version of the workflow: a change of the workflow.
+        return request.user.has_perm("registry.change_workflow")
+
+    def get_urls(self):
+        restore = path("<path:object_id>/restore/", self.admin_site.admin_view(self.restore_view),
+                       name="registry_workflowversion_restore")
+        return [restore, *super().get_urls()]
+
+    def restore_view(self, request, object_id):
+        """The Restore button: workflow_restore, the service of POST
+        /workflows/{id}/versions/{n}/restore/, based on the version the page showed as current
+        (so a change made meanwhile is not overwritten)."""
+        from registry.workflow_services import WorkflowVersionConflict, workflow_restore
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        row = get_object_or_404(WorkflowVersion.objects.select_related("workflow"), pk=unquote(object_id))
+        if not self.has_restore_permission(request, row):
+            raise PermissionDenied
+        try:
+            based_on = int(request.POST.get("based_on_version") or 0) or None
+        except ValueError:
+            based_on = None
+        try:
+            workflow = workflow_restore(workflow=row.workflow, version=row.version, user=request.user,
+                                        based_on_version=based_on)
+        except WorkflowVersionConflict as exc:
+            self.message_user(request, f"Not restored: the workflow is at version {exc.current}, this page showed "
+                                       f"version {exc.based_on}. Reload the page and try again.", messages.ERROR)
+        except (ValidationError, ConflictError) as exc:
+            self.message_user(request, f"Not restored: {service_refusal_text(exc)}", messages.ERROR)
+        else:
+            self.message_user(request, f"{workflow.name}: version {row.version} restored as version "
+                                       f"{workflow.version}.", messages.SUCCESS)
+            return HttpResponseRedirect(reverse("admin:registry_workflow_change", args=[workflow.pk],
+                                                current_app=self.admin_site.name))
+        return HttpResponseRedirect(reverse("admin:registry_workflowversion_change", args=[row.pk],
+                                            current_app=self.admin_site.name))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = dict(extra_context or {})
+        row = self.get_object(request, unquote(object_id))
+        if row is not None and self.has_restore_permission(request, row):
+            current = Workflow.objects.filter(pk=row.workflow_id).values_list("version", flat=True).first()
+            if current is not None and current != row.version:
+                extra_context["restore_button"] = {
+                    "url": reverse("admin:registry_workflowversion_restore", args=[row.pk],
+                                   current_app=self.admin_site.name),
+                    "based_on_version": current, "version": row.version,
+                }
+        return super().change_view(request, object_id, form_url, extra_context)
 
 
 @admin.register(WorkflowAccess)

@@ -43,6 +43,8 @@
     });
     logs.scrollTop = logs.scrollHeight;
     finished = state.final;
+    // Other parts of the page (the DAG picture's node colors) follow the same state.
+    document.dispatchEvent(new CustomEvent("imageflow:live-state", { detail: state }));
     // The read-only fields below were rendered while the run went on: say that they are behind.
     if (finished && panel.dataset.finalAtLoad === "false") { role("finished-note").hidden = false; }
   }

@@ -1,0 +1,112 @@
+"""Reads of the admin dashboard (executions/admin_dashboard.py): every figure is one aggregate
+query, computed by PostgreSQL (counts per day and status, failure rates, percentiles of step
+times), never a Python loop over rows."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+from django.db.models import (
+    Aggregate,
+    Count,
+    ExpressionWrapper,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
+
+from executions.models import (
+    FINISHED_EXECUTION_STATUSES,
+    FINISHED_STEP_STATUSES,
+    ComponentExecution,
+    ExecutionStatus,
+    PipelineExecution,
+    StepStatus,
+)
+
+
+class PercentileCont(Aggregate):
+    """PostgreSQL's percentile_cont(fraction) WITHIN GROUP (ORDER BY expression)."""
+
+    function = "percentile_cont"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression, *, fraction: float, **extra):
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError("fraction must be within [0, 1]")
+        super().__init__(expression, fraction=float(fraction), **extra)
+
+
+def runs_per_status_per_day(*, days: int = 14, now: datetime | None = None) -> list[dict]:
+    """[{"day": date, "counts": {status: n}, "total": n}] for each of the last `days` days (UTC,
+    today included, days without runs too), by the day a run was created."""
+    now = now or timezone.now()
+    first = (now - timedelta(days=days - 1)).astimezone(dt_timezone.utc).date()
+    start = datetime.combine(first, datetime.min.time(), tzinfo=dt_timezone.utc)
+    rows = (PipelineExecution.objects.filter(created_at__gte=start).order_by()
+            .annotate(day=TruncDate("created_at", tzinfo=dt_timezone.utc))
+            .values("day", "status").annotate(n=Count("id")))
+    by_day: dict = {first + timedelta(days=i): {} for i in range(days)}
+    for row in rows:
+        if row["day"] in by_day:
+            by_day[row["day"]][row["status"]] = row["n"]
+    return [{"day": day, "counts": counts, "total": sum(counts.values())} for day, counts in by_day.items()]
+
+
+def failure_rate_per_pipeline(*, days: int = 14, now: datetime | None = None, limit: int = 20) -> list[dict]:
+    """Per pipeline with finished runs created in the last `days` days: finished, failed and the
+    failure rate (failed / finished, %), highest rate first."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    finished = list(FINISHED_EXECUTION_STATUSES)
+    rows = (PipelineExecution.objects.filter(created_at__gte=since, status__in=finished).order_by()
+            .values("pipeline_id", "pipeline__name")
+            .annotate(finished=Count("id"), failed=Count("id", filter=Q(status=ExecutionStatus.FAILED)))
+            .annotate(rate=ExpressionWrapper(100.0 * F("failed") / F("finished"), output_field=FloatField()))
+            .order_by("-rate", "-failed", "pipeline__name")[:limit])
+    return [{"pipeline_id": r["pipeline_id"], "pipeline": r["pipeline__name"], "finished": r["finished"],
+             "failed": r["failed"], "rate": round(r["rate"], 1)} for r in rows]
+
+
+def slowest_components(*, days: int = 14, now: datetime | None = None, limit: int = 10) -> list[dict]:
+    """Components by the p95 of their completed steps' execution_time_ms (last `days` days), with
+    the median and the number of steps; percentiles computed by PostgreSQL (percentile_cont)."""
+    since = (now or timezone.now()) - timedelta(days=days)
+    rows = (ComponentExecution.objects.filter(status=StepStatus.COMPLETED, execution_time_ms__isnull=False,
+                                              created_at__gte=since).order_by()
+            .values("component_id", "component__name", "component__version")
+            .annotate(steps=Count("id"), median_ms=PercentileCont("execution_time_ms", fraction=0.5),
+                      p95_ms=PercentileCont("execution_time_ms", fraction=0.95))
+            .order_by("-p95_ms", "component__name")[:limit])
+    return [{"component": r["component__name"], "version": r["component__version"], "steps": r["steps"],
+             "median_ms": round(r["median_ms"], 1), "p95_ms": round(r["p95_ms"], 1)} for r in rows]
+
+
+def recent_failures(*, limit: int = 10) -> QuerySet[PipelineExecution]:
+    """The latest failed runs, with the node and message of their first failed step."""
+    failed_step = (ComponentExecution.objects.filter(execution_id=OuterRef("pk"), status=StepStatus.FAILED)
+                   .order_by("completed_at", "created_at"))
+    return (PipelineExecution.objects.filter(status=ExecutionStatus.FAILED).select_related("pipeline")
+            .annotate(failed_node=Subquery(failed_step.values("node_id")[:1]),
+                      failed_step_error=Subquery(failed_step.values("error_message")[:1]))
+            .order_by(F("completed_at").desc(nulls_last=True), "-created_at")[:limit])
+
+
+def running_with_progress(*, limit: int = 20) -> QuerySet[PipelineExecution]:
+    """Runs pending or running, oldest first, with their step counts (finished, total)."""
+    steps = ComponentExecution.objects.filter(execution_id=OuterRef("pk")).order_by().values("execution_id")
+    total = steps.annotate(n=Count("id")).values("n")
+    done = steps.filter(status__in=list(FINISHED_STEP_STATUSES)).annotate(n=Count("id")).values("n")
+    return (PipelineExecution.objects.filter(status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING])
+            .select_related("pipeline")
+            .annotate(steps_total=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)),
+                      steps_finished=Coalesce(Subquery(done, output_field=IntegerField()), Value(0)))
+            .order_by("created_at")[:limit])

@@ -1,0 +1,107 @@
+"""The admin dashboard's figures, from known rows: runs per status per day, failure rate per
+pipeline, median and p95 step time per component (percentile_cont), recent failures with their
+error, runs going on with their progress."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from executions import dashboard_selectors as selectors
+from executions.models import ComponentExecution, PipelineExecution
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+
+
+def _run(pipeline, status, *, days_ago=0, **fields):
+    run = factories.PipelineExecutionFactory(pipeline=pipeline, status=status, **fields)
+    PipelineExecution.objects.filter(pk=run.pk).update(created_at=timezone.now() - timedelta(days=days_ago))
+    return run
+
+
+@pytest.fixture
+def rows(db):
+    a, b = factories.PipelineFactory(name="alpha"), factories.PipelineFactory(name="beta")
+    _run(a, "completed", days_ago=0)
+    _run(a, "completed", days_ago=0)
+    _run(a, "failed", days_ago=1, error_message="run-level error")
+    _run(a, "running", days_ago=0)  # not finished: not in the failure rate
+    _run(b, "failed", days_ago=3)
+    failed = _run(b, "failed", days_ago=0, error_message="step failed", completed_at=timezone.now())
+    _run(b, "completed", days_ago=20)  # outside the 14 days
+    slow, quick = factories.ComponentFactory(name="slow"), factories.ComponentFactory(name="quick")
+    for ms in (10, 20, 30, 40, 100):
+        factories.ComponentExecutionFactory(component=slow, status="completed", execution_time_ms=ms)
+    for ms in (5, 5):
+        factories.ComponentExecutionFactory(component=quick, status="completed", execution_time_ms=ms)
+    factories.ComponentExecutionFactory(component=quick, status="failed", execution_time_ms=99_999)  # not completed
+    factories.ComponentExecutionFactory(execution=failed, component=quick, node_id="sharpen", status="failed",
+                                        error_message="sharpen: bad percent")
+    return {"a": a, "b": b, "failed": failed}
+
+
+def test_runs_per_status_per_day_counts_each_day_of_the_last_14(rows):
+    days = selectors.runs_per_status_per_day(days=14)
+    assert len(days) == 14 and days[-1]["day"] == timezone.now().date()
+    # the ComponentExecutionFactory rows made runs of their own (pending, today)
+    today = days[-1]["counts"]
+    assert (today["completed"], today["failed"], today["running"]) == (2, 1, 1)
+    assert days[-2]["counts"] == {"failed": 1} and days[-4]["counts"] == {"failed": 1}
+    assert days[-3]["total"] == 0
+    assert sum(d["total"] for d in days) == PipelineExecution.objects.count() - 1  # all but the 20-day-old run
+
+
+def test_failure_rate_per_pipeline_is_failed_over_finished(rows):
+    rates = {r["pipeline"]: r for r in selectors.failure_rate_per_pipeline(days=14)}
+    assert (rates["beta"]["finished"], rates["beta"]["failed"], rates["beta"]["rate"]) == (2, 2, 100.0)
+    assert (rates["alpha"]["finished"], rates["alpha"]["failed"], rates["alpha"]["rate"]) == (3, 1, 33.3)
+    assert [r["pipeline"] for r in selectors.failure_rate_per_pipeline(days=14)][:2] == ["beta", "alpha"]
+
+
+def test_slowest_components_by_p95_with_median_from_percentile_cont(rows):
+    slowest = selectors.slowest_components(days=14)
+    assert [(r["component"], r["steps"], r["median_ms"], r["p95_ms"]) for r in slowest] == [
+        ("slow", 5, 30.0, 88.0),  # p95 interpolates between 40 and 100: 40 + 0.8 * 60
+        ("quick", 2, 5.0, 5.0),   # the failed 99,999 ms step is not counted
+    ]
+
+
+def test_recent_failures_name_the_failed_node_and_its_error(rows):
+    failures = list(selectors.recent_failures())
+    assert failures[0].pk == rows["failed"].pk
+    assert (failures[0].failed_node, failures[0].failed_step_error) == ("sharpen", "sharpen: bad percent")
+    assert {f.pipeline.name for f in failures} == {"alpha", "beta"} and len(failures) == 3
+
+
+def test_running_runs_carry_their_progress(rows):
+    running = rows["a"].executions.get(status="running")
+    for status in ("completed", "running", "pending"):
+        factories.ComponentExecutionFactory(execution=running, status=status)
+    found = {r.pk: r for r in selectors.running_with_progress()}
+    assert (found[running.pk].steps_finished, found[running.pk].steps_total) == (1, 3)
+
+
+def test_the_dashboard_page_shows_the_figures_and_is_linked_from_the_index(staff_client, rows):
+    index = staff_client.get("/admin/").content.decode()
+    assert 'href="/admin/dashboard/"' in index
+    response = staff_client.get("/admin/dashboard/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'class="runs-chart"' in html and 'data-status="failed" data-count="1"' in html
+    assert "33.3 %" in html and "100.0 %" in html and "88.0 ms" in html and "sharpen: bad percent" in html
+
+
+def test_the_dashboard_is_for_staff(rows):
+    from django.test import Client
+
+    client = Client()
+    assert client.get("/admin/dashboard/").status_code == 302
+    client.force_login(factories.UserFactory(is_staff=True))  # staff without the view permission
+    assert client.get("/admin/dashboard/").status_code == 403
+
+
+def test_a_step_counts_where_it_ran(rows):
+    assert ComponentExecution.objects.filter(component__name="slow").count() == 5
