@@ -41,7 +41,7 @@ from bench._setup import django_setup, percentile  # noqa: E402
 THREADS_PER_PROCESS = 10
 
 
-def client_loop(base: str, token: str, pipeline_id: str, file_id: str, seconds: float, results) -> None:
+def client_loop(base: str, token: str, pipeline_id: str, file_id: str, pause: float, seconds: float, results) -> None:
     import requests
 
     session = requests.Session()
@@ -67,6 +67,7 @@ def client_loop(base: str, token: str, pipeline_id: str, file_id: str, seconds: 
             started.append(response.json()["id"])
         for _ in range(3):
             if started and time.monotonic() < deadline:
+                time.sleep(pause)  # a client polling every `pause` seconds (0: as fast as answered)
                 call("status", "GET", f"/api/v1/executions/{started[-1]}/")
     results.put((answers, started))
 
@@ -165,6 +166,8 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=15.0)
     parser.add_argument("--web-processes", type=int, default=2)
     parser.add_argument("--port", type=int, default=8097)
+    parser.add_argument("--poll-interval", type=float, default=0.0,
+                        help="seconds a client waits before each status poll (0: closed loop, no pause)")
     options = parser.parse_args()
 
     ensure_database(os.environ["DATABASE_NAME"])
@@ -218,7 +221,7 @@ def main() -> None:
             except requests.RequestException:
                 time.sleep(0.2)
         time.sleep(3)  # the worker's pool processes
-        args = (base, token.key, str(pipeline.pk), str(source.pk))
+        args = (base, token.key, str(pipeline.pk), str(source.pk), options.poll_interval)
         baseline, baseline_started = run_clients(1, (*args, options.baseline_seconds))
         web_pids = {child.pid for child in psutil.Process(web.pid).children(recursive=True)}
         peak = [0]
@@ -258,6 +261,8 @@ def main() -> None:
     by_status = Counter(status for _, status, _ in answers)
     server_errors = sum(count for status, count in by_status.items() if status >= 500 or status == 0)
     print(f"machine: {os.cpu_count()} cores, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"clients: {options.clients}, each starting a run and polling it 3 times, "
+          f"{'without pause' if not options.poll_interval else f'{options.poll_interval:g} s between polls'}")
     print(f"web: {options.web_processes} uvicorn processes, pool max {settings.DATABASE_POOL_MAX_SIZE} each; "
           f"worker: 2 processes")
     print(summary("baseline (1 client)", baseline))

@@ -13,10 +13,16 @@ from executions.models import (
 )
 
 
-def execution_progress(execution: PipelineExecution) -> dict:
+def execution_progress(execution: PipelineExecution, *, steps: list[ComponentExecution] | None = None) -> dict:
     """{"completed", "failed", "skipped", "cancelled", "running", "pending", "finished", "total",
-    "percentage"}: `percentage` counts every finished step (completed, failed, skipped, cancelled)."""
-    counts = dict(execution.steps.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+    "percentage"}: `percentage` counts every finished step (completed, failed, skipped, cancelled).
+    Counted from `steps` when the caller has loaded them all already (no second query)."""
+    if steps is not None:
+        counts: dict[str, int] = {}
+        for step in steps:
+            counts[step.status] = counts.get(step.status, 0) + 1
+    else:
+        counts = dict(execution.steps.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
     total = sum(counts.values())
     finished = sum(counts.get(status, 0) for status in FINISHED_STEP_STATUSES)
     progress = {status.value: counts.get(status.value, 0) for status in StepStatus}
@@ -26,4 +32,10 @@ def execution_progress(execution: PipelineExecution) -> dict:
 
 
 def execution_steps(execution: PipelineExecution) -> QuerySet[ComponentExecution]:
-    return execution.steps.select_related("component").order_by("created_at", "node_id")
+    """A run's steps in order, with their component's name and version (not its schemas: a status
+    poll would decode every component's JSON Schema for nothing)."""
+    return (execution.steps.select_related("component")
+            .defer("component__description", "component__docker_image", "component__input_schema",
+                   "component__output_schema", "component__resource_requirements")
+            .order_by("created_at", "node_id"))
+

@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from executions.models import ComponentExecution, PipelineExecution
-from executions.selectors import execution_progress
+from executions.selectors import execution_progress, execution_steps
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -22,11 +22,25 @@ class ProgressSerializer(serializers.Serializer):
     percentage = serializers.FloatField(help_text="finished / total * 100")
 
 
+class UTCDateTimeField(serializers.DateTimeField):
+    """DRF's ISO 8601 output ("...Z") for aware UTC values, without its per-value timezone
+    machinery: a list page renders hundreds of these."""
+
+    def to_representation(self, value):
+        if value is None:
+            return None
+        text = value.astimezone(UTC).isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 class ComponentExecutionSerializer(serializers.ModelSerializer):
     component = serializers.SerializerMethodField()
     input_data = serializers.JSONField(read_only=True)
     output_data = serializers.JSONField(read_only=True)
     resource_usage = serializers.JSONField(read_only=True)
+    started_at = UTCDateTimeField(read_only=True, allow_null=True)
+    completed_at = UTCDateTimeField(read_only=True, allow_null=True)
+    created_at = UTCDateTimeField(read_only=True)
 
     class Meta:
         model = ComponentExecution
@@ -38,17 +52,6 @@ class ComponentExecutionSerializer(serializers.ModelSerializer):
                                                            "name": {"type": "string"}, "version": {"type": "string"}}})
     def get_component(self, obj) -> dict:
         return {"id": str(obj.component_id), "name": obj.component.name, "version": obj.component.version}
-
-
-class UTCDateTimeField(serializers.DateTimeField):
-    """DRF's ISO 8601 output ("...Z") for aware UTC values, without its per-value timezone
-    machinery: a list page renders hundreds of these."""
-
-    def to_representation(self, value):
-        if value is None:
-            return None
-        text = value.astimezone(UTC).isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 class ExecutionUrlField(serializers.Field):
@@ -106,14 +109,20 @@ class ExecutionDetailSerializer(ExecutionSerializer):
         fields = ExecutionSerializer.Meta.fields + ["progress", "steps"]
         read_only_fields = fields
 
+    def _steps(self, obj) -> list[ComponentExecution]:
+        """The run's steps, read once for both `progress` and `steps`."""
+        loaded = self.context.setdefault("_execution_steps", {})
+        if obj.pk not in loaded:
+            loaded[obj.pk] = list(execution_steps(obj))
+        return loaded[obj.pk]
+
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, obj) -> dict:
-        return execution_progress(obj)
+        return execution_progress(obj, steps=self._steps(obj))
 
     @extend_schema_field(ComponentExecutionSerializer(many=True))
     def get_steps(self, obj) -> list:
-        steps = obj.steps.select_related("component").order_by("created_at", "node_id")
-        return ComponentExecutionSerializer(steps, many=True).data
+        return ComponentExecutionSerializer(self._steps(obj), many=True).data
 
 
 class ExecutionRunSerializer(serializers.Serializer):
