@@ -6,25 +6,23 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
-# The admin draws DAG pictures with Graphviz's `dot` (Debian package graphviz).
-if ! command -v dot >/dev/null 2>&1; then
-  echo "setup: installing graphviz (dot) with apt-get"
+# Programs from Debian's packages that the project runs (installed where missing, one apt-get run):
+#   dot            graphviz        the admin's DAG pictures
+#   docker-compose docker-compose  tests/deploy checks deploy/compose.yaml (no container engine needed)
+#   chromium       chromium        the browser tests (tests/browser, driven by Playwright's Python package)
+missing=()
+for pair in dot:graphviz docker-compose:docker-compose chromium:chromium; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} with apt-get"
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends graphviz >/dev/null
-  command -v dot >/dev/null 2>&1 || { echo "setup: graphviz did not install" >&2; exit 1; }
-fi
-
-# tests/deploy checks deploy/compose.yaml with `docker-compose config` (Debian's docker-compose
-# package; no container engine is needed to check a file).
-if ! command -v docker-compose >/dev/null 2>&1; then
-  echo "setup: installing docker-compose with apt-get"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends docker-compose >/dev/null
-  command -v docker-compose >/dev/null 2>&1 || { echo "setup: docker-compose did not install" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for pair in dot:graphviz docker-compose:docker-compose chromium:chromium; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || { echo "setup: ${pair#*:} did not install" >&2; exit 1; }
+  done
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
