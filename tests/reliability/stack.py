@@ -22,30 +22,26 @@ from pathlib import Path
 
 import requests
 
+from tests.executions.conftest import wait_for
+
+wait_until = wait_for  # the name tests/deploy uses
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def wait_until(predicate, *, timeout: float, interval: float = 0.2, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"{what} not reached within {timeout:.0f}s")
-
-
 class FaultProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, listen_host: str = "127.0.0.1") -> None:
+        # listen_host: another local address (tests/deploy binds it to a veth link's root side)
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.listen_host = listen_host
+        self.port = free_port(listen_host)
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -53,12 +49,12 @@ class FaultProxy:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.listen_host}:{self.port}"
 
     def up(self) -> None:
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.listen_host, self.port))
         listener.listen(128)
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
@@ -139,7 +135,7 @@ class RedisServer:
             except OSError:
                 return False
 
-        wait_until(answers, timeout=10, interval=0.05, what="redis-server answering")
+        wait_for(answers, timeout=10, interval=0.05, what="redis-server answering")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -173,7 +169,7 @@ class WebServer:
             except requests.RequestException:
                 return False
 
-        wait_until(answers, timeout=40, what="web server answering")
+        wait_for(answers, timeout=40, what="web server answering")
 
     def stop(self) -> None:
         if self.process.poll() is None:

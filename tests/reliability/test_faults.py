@@ -23,6 +23,7 @@ from executions.models import ComponentExecution, ExecutionStatus, PipelineExecu
 from executions.services import execution_start
 from files.models import File
 from tests.executions.conftest import (  # noqa: F401  (fixtures)
+    wait_for,
     FAST_ENGINE,
     ProcessWorker,
     _purge_queue,
@@ -37,7 +38,7 @@ from tests.executions.conftest import (  # noqa: F401  (fixtures)
 )
 from tests.logs.conftest import search_prefix, separate_search_server  # noqa: F401  (fixtures)
 from tests.reliability import report
-from tests.reliability.stack import FaultProxy, WebServer, wait_until
+from tests.reliability.stack import FaultProxy, WebServer
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.django_db(transaction=True)]
 
@@ -141,7 +142,7 @@ def test_2a_a_run_rides_out_an_object_store_outage_of_60_seconds(
     store_proxy.down()
     down_at = time.monotonic()
     execution = execution_start(pipeline=pipeline, inputs=[source.id], user=user)
-    wait_until(lambda: ComponentExecution.objects.filter(execution=execution, node_id="fit", attempts__gte=2).exists(),
+    wait_for(lambda: ComponentExecution.objects.filter(execution=execution, node_id="fit", attempts__gte=2).exists(),
                timeout=30, what="the first step to meet the outage and retry")
     time.sleep(max(0.0, 60 - (time.monotonic() - down_at)))
     store_proxy.up()
@@ -262,7 +263,7 @@ def test_5_terminated_database_connections_under_the_worker_and_the_web_process(
         pipeline = pipeline_of([node("slow", "passthrough", sleep_seconds=2), node("gray", "grayscale")],
                                [{"from": "slow", "to": "gray"}])
         execution = execution_start(pipeline=pipeline, inputs=[jpeg_file().id], user=user)
-        wait_until(lambda: execution.steps.filter(node_id="slow", status=StepStatus.RUNNING).exists(), timeout=30,
+        wait_for(lambda: execution.steps.filter(node_id="slow", status=StepStatus.RUNNING).exists(), timeout=30,
                    what="the slow step to run")
         # when every other session of the database is terminated (the worker's and the web's)
         terminated = _terminate_other_sessions()
@@ -314,7 +315,7 @@ def test_5_the_database_unreachable_is_a_503_for_the_api_and_the_admin_and_the_w
         assert admin.headers["Retry-After"] == "5" and "database is unavailable" in admin.text
         # and when it is back, the same process answers 200 by itself
         proxy.up()
-        back = wait_until(lambda: requests.get(f"{web.base}/api/v1/pipelines/", headers=headers,
+        back = wait_for(lambda: requests.get(f"{web.base}/api/v1/pipelines/", headers=headers,
                                                timeout=30).status_code == 200, timeout=15, what="200 again")
     finally:
         web.stop()

@@ -19,6 +19,7 @@ from rest_framework.authtoken.models import Token
 
 from executions.models import ExecutionStatus, PipelineExecution, StepStatus
 from tests.executions.conftest import (  # noqa: F401  (fixtures)
+    wait_for,
     ProcessWorker,
     _purge_queue,
     builtins,
@@ -28,7 +29,7 @@ from tests.executions.conftest import (  # noqa: F401  (fixtures)
     pipeline_of,
 )
 from tests.reliability import report
-from tests.reliability.stack import RedisServer, WebServer, percentile, wait_until
+from tests.reliability.stack import RedisServer, WebServer, percentile
 
 pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.django_db(transaction=True)]
 
@@ -72,7 +73,7 @@ def _statuses(clients: list[Client], kind: str) -> Counter:
 
 def _wait_all_finished(ids: list[str], timeout: float) -> float:
     began = time.monotonic()
-    wait_until(lambda: PipelineExecution.objects.filter(pk__in=ids).exclude(status__in=FINISHED).count() == 0,
+    wait_for(lambda: PipelineExecution.objects.filter(pk__in=ids).exclude(status__in=FINISHED).count() == 0,
                timeout=timeout, interval=0.5, what=f"{len(ids)} runs to finish")
     return time.monotonic() - began
 
