@@ -85,7 +85,7 @@ class ComponentExecutionInline(admin.TabularInline):
 @admin.register(PipelineExecution)
 class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
     # No status field: the live panel above the fields shows the status and follows the run.
-    list_display = ("short_id", "pipeline", "pipeline_version", "status_column", "progress_column", "duration_column",
+    list_display = ("short_id", "pipeline_column", "status_column", "progress_column", "duration_column",
                     "created_by", "created_at")
     list_display_links = ("short_id",)
     list_filter = ("status", "pipeline", "created_at", "started_at")
@@ -115,6 +115,12 @@ class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFl
     def short_id(self, obj):
         # The first block of the UUID: the full one makes the list too wide for its status columns.
         return format_html('<span title="{}">{}</span>', obj.pk, str(obj.pk)[:8])
+
+    @admin.display(description="pipeline (version run)", ordering="pipeline__name")
+    def pipeline_column(self, obj):
+        return format_html('<span title="{}">{}</span> v{}', obj.pipeline.name,
+                           obj.pipeline.name if len(obj.pipeline.name) <= 48 else obj.pipeline.name[:47] + "…",
+                           obj.pipeline_version)
 
     @admin.display(description="status", ordering="status")
     def status_column(self, obj):

@@ -119,13 +119,15 @@ def test_workflow_and_execution_pages_do_not_query_per_row(staff_client):
     for execution, count in ((short, 2), (long, 8)):
         for _ in range(count):
             factories.ComponentExecutionFactory(execution=execution)
-    # then the page of the bigger one costs no more queries (after one warm-up request that fills
-    # per-process caches such as content types)
+    # then the page of the bigger one costs no more queries (after a warm-up request of each page
+    # that fills per-process caches such as content types, and the page's DAG picture in the cache)
     workflow_url = lambda w: _url(type(w), "change", w.pk)  # noqa: E731
     _queries_for(staff_client, workflow_url(small))
+    _queries_for(staff_client, workflow_url(large))
     assert _queries_for(staff_client, workflow_url(large)) == _queries_for(staff_client, workflow_url(small))
     execution_url = lambda e: _url(type(e), "change", e.pk)  # noqa: E731
     _queries_for(staff_client, execution_url(short))
+    _queries_for(staff_client, execution_url(long))
     assert _queries_for(staff_client, execution_url(long)) == _queries_for(staff_client, execution_url(short))
 
 
