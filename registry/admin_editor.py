@@ -57,6 +57,8 @@ class DefinitionEditorWidget(forms.Textarea):
             definition = json.loads(value) if isinstance(value, str) else value
         except ValueError:
             return dag_picture.Picture(svg=None, problem="the definition is not valid JSON.")
+        if definition is None:
+            return None  # a new pipeline: nothing to draw yet
         if self.stored is not None and definition == self.stored[2]:
             return dag_picture.pipeline_picture(kind="pipeline", object_id=self.stored[0], version=self.stored[1],
                                                 definition=definition)

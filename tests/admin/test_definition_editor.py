@@ -37,6 +37,7 @@ def test_the_add_page_carries_the_editor_the_components_and_the_definition_field
     html = staff_client.get(admin_url(Pipeline, "add")).content.decode()
     assert 'name="definition"' in html and "registry/pipeline_editor.js" in html
     assert reverse(PREVIEW) in html
+    assert "must be a JSON object" not in html  # an empty new definition is not drawn as an error
     start = html.index('id="pipeline-editor-components"')
     data = json.loads(html[html.index(">", start) + 1: html.index("</script>", start)])
     resize = next(c for c in data if c["name"] == "resize")

@@ -31,7 +31,8 @@
   function parseTextarea() {
     var value;
     try { value = JSON.parse(textarea.value || "{}"); } catch (e) { return null; }
-    if (value === null || typeof value !== "object" || Array.isArray(value)) { return null; }
+    if (value === null) { value = {}; }  // a new pipeline's empty field
+    if (typeof value !== "object" || Array.isArray(value)) { return null; }
     if (!Array.isArray(value.nodes)) { value.nodes = []; }
     if (!Array.isArray(value.edges)) { value.edges = []; }
     return value;
@@ -329,7 +330,9 @@
   });
 
   model = parseTextarea();
-  if (model !== null && textarea.value.trim() === "") { textarea.value = JSON.stringify(model, null, 2); }
+  if (model !== null && (textarea.value.trim() === "" || textarea.value.trim() === "null")) {
+    textarea.value = JSON.stringify(model, null, 2);
+  }
   build();
   if (raw) { raw.open = false; }
   schedulePreview();
