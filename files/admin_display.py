@@ -44,10 +44,12 @@ def thumbnail_html(file: File, *, size: int | None = 128) -> str:
     wanted, entry = found
     width, height = entry.get("width") or box, entry.get("height") or box
     scale = min(box / width, box / height, 1.0)
+    # Lists load their thumbnails as they scroll into view; the file page's preview at once.
     return format_html('<img class="if-thumb" data-role="thumbnail" src="{}" alt="{}" width="{}" height="{}" '
-                       'loading="lazy" style="object-fit:contain;background:#f4f4f4;border-radius:4px">',
+                       'loading="{}" style="object-fit:contain;background:#f4f4f4;border-radius:4px">',
                        reverse("admin:files_file_thumbnail", args=[file.pk, wanted]), name,
-                       max(1, round(width * scale)), max(1, round(height * scale)))
+                       max(1, round(width * scale)), max(1, round(height * scale)),
+                       "lazy" if size else "eager")
 
 
 def _join(*parts) -> str:
