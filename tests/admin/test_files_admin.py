@@ -275,3 +275,16 @@ def test_the_file_page_escapes_a_hostile_name(staff_client, staff_user):
     for url in (reverse("admin:files_file_change", args=[file.pk]), reverse("admin:files_file_changelist")):
         page = staff_client.get(url).content.decode()
         assert "<img src=x onerror" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+def test_generate_missing_thumbnails_asks_only_for_files_without_a_record(staff_client, staff_user,
+                                                                         django_capture_on_commit_callbacks):
+    done = _stored(CANON, staff_user)
+    file_thumbnails_generate(file_id=done.pk)
+    missing = [_stored(NIKON, staff_user), _stored(ORIENTATION_6, staff_user)]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = staff_client.post(reverse("admin:files_file_changelist"), {
+            "action": "generate_missing_thumbnails", "_selected_action": [str(done.pk), *(str(f.pk) for f in missing)]},
+            follow=True)
+    assert "Asked a worker for the thumbnails of 2 file(s)." in response.content.decode()
+    assert len([c for c in callbacks if c.__qualname__.startswith("file_thumbnails_enqueue")]) == 2
