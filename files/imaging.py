@@ -47,6 +47,7 @@ _FORMATS: dict[str, FormatFacts] = {
     "HEIF": FormatFacts("image/heif", ".heic", frozenset({".heic", ".heif", ".hif"})),
     "AVIF": FormatFacts("image/avif", ".avif", frozenset({".avif"})),
 }
+KNOWN_MIME_TYPES: tuple[str, ...] = tuple(facts.mime_type for facts in _FORMATS.values())
 # Formats Pillow names differently from what the file is to a user: an MPO is a JPEG with more
 # pictures appended (many cameras write one), served and named as a JPEG.
 _FORMAT_ALIASES = {"MPO": "JPEG"}

@@ -34,6 +34,8 @@ class File(UUIDModel):
         indexes = [
             models.Index(fields=["checksum"], name="files_checksum_idx"),
             models.Index(fields=["created_by", "-created_at"], name="files_owner_created_idx"),
+            # The admin's file list and the run form's picker: newest first, a page at a time.
+            models.Index(fields=["-created_at", "-id"], name="files_created_idx"),
         ]
 
     def __str__(self) -> str:
