@@ -13,7 +13,7 @@ from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 
-from imageflow.admin_utils import ImageFlowModelAdmin, ReadOnlyAdminMixin, pretty_json
+from imageflow.admin_utils import ImageFlowModelAdmin, LargeListAdminMixin, ReadOnlyAdminMixin, pretty_json
 
 from .admin_actions import (
     cancel_executions,
@@ -83,14 +83,15 @@ class ComponentExecutionInline(admin.TabularInline):
 
 
 @admin.register(PipelineExecution)
-class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
+class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
     # No status field: the live panel above the fields shows the status and follows the run.
     list_display = ("short_id", "pipeline_column", "status_column", "progress_column", "duration_column",
                     "created_by", "created_at")
     list_display_links = ("short_id",)
+    # Dates by the created_at / started_at filters (no query), not a date_hierarchy, whose links
+    # are a SELECT DISTINCT date_trunc over every run.
     list_filter = ("status", "pipeline", "created_at", "started_at")
     search_fields = ("id", "pipeline__name", "error_message")
-    date_hierarchy = "created_at"
     list_select_related = ("pipeline", "created_by")
     fields = ("picture", "timeline", "pipeline", "pipeline_version", "workflow", "workflow_version", "created_by",
               "retry_of", "idempotency_key", "inputs_pretty", "outputs_pretty", "error_message", "started_at",
@@ -154,8 +155,9 @@ class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFl
         queryset = super().get_queryset(request).select_related("pipeline", "created_by", "workflow", "retry_of")
         match = getattr(request, "resolver_match", None)
         if match is not None and match.url_name == "executions_pipelineexecution_changelist":
-            # The list's progress column, in the list's one query.
-            queryset = queryset.annotate(steps_total=_step_count(),
+            # The list's progress column, in the list's one query; the JSON the list does not show
+            # (inputs, outputs, the pipeline's definition) is not read and decoded for each row.
+            queryset = queryset.defer("input_data", "output_data", "pipeline__definition").annotate(steps_total=_step_count(),
                                          steps_finished=_step_count(status__in=list(FINISHED_STEP_STATUSES)))
         return queryset
 
@@ -210,11 +212,10 @@ class PipelineExecutionAdmin(LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFl
 
 
 @admin.register(ComponentExecution)
-class ComponentExecutionAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
+class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
     list_display = ("node_id", "execution", "component", "status", "execution_time_ms", "started_at", "completed_at")
     list_filter = ("status", "started_at")
     search_fields = ("node_id", "component__name", "execution__id")
-    date_hierarchy = "created_at"
     list_select_related = ("execution", "component")
     fields = ("execution", "node_id", "component", "status", "attempts", "worker", "reused_from", "waiting_parents",
               "inputs_pretty", "outputs_pretty", "error_message", "execution_time_ms", "resource_usage_pretty",

@@ -148,6 +148,10 @@ class ComponentExecution(TimestampedModel):
             models.Index(fields=["status", "heartbeat_at"], name="cexec_status_heartbeat_idx"),
             # The sweep's outbox: steps whose task was never sent (empty but for a broker outage).
             models.Index(fields=["id"], condition=models.Q(enqueue_failed=True), name="cexec_enqueue_failed_idx"),
+            # The dashboard's slowest components: completed steps of the last 14 days, read from
+            # the index alone (not a scan of every step with its JSON).
+            models.Index(fields=["created_at"], include=["component", "execution_time_ms"],
+                         condition=models.Q(status="completed"), name="cexec_completed_created_idx"),
         ]
 
     def __str__(self) -> str:
