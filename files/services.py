@@ -228,6 +228,18 @@ def file_store_upload(*, upload, created_by) -> File:
     return stored
 
 
+def file_thumbnail_url(file: File, *, size: int, expires_in: int | None = None) -> str | None:
+    """A short-lived GET URL of one of the file's derived thumbnails (the same oriented,
+    color-managed decode the admin shows and the steps see), or None while it is not made."""
+    entry = (file.thumbnails or {}).get(str(size))
+    if not isinstance(entry, dict) or entry.get("mime_type") not in {"image/jpeg", "image/png"}:
+        return None
+    return default_storage.url(
+        entry["key"], parameters={"ResponseContentType": entry["mime_type"], "ResponseContentDisposition": "inline"},
+        expire=expires_in or settings.S3_PRESIGNED_EXPIRY_SECONDS,
+    )
+
+
 def file_presigned_url(file: File, *, expires_in: int | None = None) -> str:
     """A short-lived GET URL of the object. The signed URL tells the store which headers to
     answer with (S3 response-content-*), so the object is served as an attachment under its

@@ -66,6 +66,31 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
+        parameters=[OpenApiParameter("size", int, description="One of the made sizes (FILE_THUMBNAIL_SIZE, "
+                                                                "FILE_PREVIEW_SIZE); default the thumbnail size.")],
+        responses={302: OpenApiResponse(DownloadSerializer, description="Redirect to a short-lived presigned URL "
+                                                                        "of the derived image, also in the body."),
+                   **ERROR_RESPONSES(400, 404, 409)},
+        summary="Thumbnail or preview: the image as a viewer shows it, made once by a worker",
+    )
+    @action(detail=True, methods=["get"], url_path="thumbnail")
+    def thumbnail(self, request, pk=None):
+        from django.conf import settings
+        from rest_framework.exceptions import ValidationError
+
+        from imageflow.api.errors import Conflict
+
+        file = self.get_object()
+        raw = request.query_params.get("size", str(settings.FILE_THUMBNAIL_SIZE))
+        if not raw.isdigit() or int(raw) not in services.thumbnail_sizes():
+            raise ValidationError({"size": [f"One of {services.thumbnail_sizes()}."]})
+        url = services.file_thumbnail_url(file, size=int(raw))
+        if url is None:  # the file is there (404 would say it is not, or not yours): it is not ready
+            raise Conflict("No thumbnail of this file yet: a worker makes it after the upload; try again shortly.")
+        return Response({"url": url}, status=status.HTTP_302_FOUND,
+                        headers={"Location": url, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+    @extend_schema(
         responses={302: OpenApiResponse(DownloadSerializer, description="Redirect (Location header) to a short-lived "
                                                                         "presigned URL, also given in the body."),
                    **ERROR_RESPONSES(404)},

@@ -104,6 +104,32 @@ def test_download_redirects_to_a_presigned_url_that_works(api):
     assert requests.get(location, timeout=10).content == content
 
 
+def test_thumbnail_is_the_image_as_a_viewer_shows_it_once_a_worker_made_it(api, settings):
+    import requests
+    from PIL import Image, ImageOps
+
+    from files.services import file_thumbnails_generate
+
+    photo = settings.BASE_DIR.parent / "shared" / "photos" / "orientation" / "landscape_6.jpg"
+    file_id = upload(api, photo.read_bytes(), "landscape_6.jpg").json()["id"]
+    # before the worker made it: 409 (the file is there; 404 would say it is not, or not yours)
+    pending = api.get(f"/api/v1/files/{file_id}/thumbnail/")
+    assert pending.status_code == 409 and "worker" in pending.json()["detail"]
+    # once made (the worker's task body, on the real store): a presigned URL of the upright image
+    file_thumbnails_generate(file_id=file_id)
+    response = api.get(f"/api/v1/files/{file_id}/thumbnail/")
+    assert response.status_code == 302 and response["X-Content-Type-Options"] == "nosniff"
+    fetched = requests.get(response["Location"], timeout=10)
+    assert fetched.headers["Content-Type"] == "image/jpeg"
+    thumbnail = Image.open(io.BytesIO(fetched.content))
+    upright = ImageOps.exif_transpose(Image.open(photo))
+    assert thumbnail.width > thumbnail.height and upright.width > upright.height  # stored 450x600, shown 600x450
+    assert abs(thumbnail.width / thumbnail.height - upright.width / upright.height) < 0.02
+    assert max(thumbnail.size) == settings.FILE_THUMBNAIL_SIZE
+    # and a size that is not made is a 400 naming the sizes
+    assert api.get(f"/api/v1/files/{file_id}/thumbnail/?size=77").status_code == 400
+
+
 def test_delete_removes_row_and_object(api, django_capture_on_commit_callbacks):
     file_id = upload(api, png_bytes(), "a.png").json()["id"]
     key = File.objects.get(pk=file_id).storage_path
