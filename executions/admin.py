@@ -82,8 +82,21 @@ class ComponentExecutionInline(admin.TabularInline):
         return False
 
 
+class RunDataMixin:
+    """A run's and a step's recorded input and output data, shown as read-only JSON."""
+
+    @admin.display(description="input data")
+    def inputs_pretty(self, obj):
+        return pretty_json(obj.input_data)
+
+    @admin.display(description="output data")
+    def outputs_pretty(self, obj):
+        return pretty_json(obj.output_data)
+
+
 @admin.register(PipelineExecution)
-class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
+class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOnlyAdminMixin, RunDataMixin,
+                             ImageFlowModelAdmin):
     # No status field: the live panel above the fields shows the status and follows the run.
     list_display = ("short_id", "pipeline_column", "status_column", "progress_column", "duration_column",
                     "created_by", "created_at")
@@ -140,13 +153,6 @@ class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOn
     def duration_column(self, obj):
         return duration_text(obj.started_at, obj.completed_at, timezone.now())
 
-    @admin.display(description="input data")
-    def inputs_pretty(self, obj):
-        return pretty_json(obj.input_data)
-
-    @admin.display(description="output data")
-    def outputs_pretty(self, obj):
-        return pretty_json(obj.output_data)
 
     def has_run_permission(self, request):
         return has_run_permission(request)
@@ -212,7 +218,7 @@ class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOn
 
 
 @admin.register(ComponentExecution)
-class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, ImageFlowModelAdmin):
+class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, RunDataMixin, ImageFlowModelAdmin):
     list_display = ("node_id", "execution", "component", "status", "execution_time_ms", "started_at", "completed_at")
     list_filter = ("status", "started_at")
     search_fields = ("node_id", "component__name", "execution__id")
@@ -222,13 +228,6 @@ class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, ImageFlow
               "heartbeat_at", "started_at", "completed_at")
     readonly_fields = fields
 
-    @admin.display(description="input data")
-    def inputs_pretty(self, obj):
-        return pretty_json(obj.input_data)
-
-    @admin.display(description="output data")
-    def outputs_pretty(self, obj):
-        return pretty_json(obj.output_data)
 
     @admin.display(description="resource usage")
     def resource_usage_pretty(self, obj):

@@ -125,7 +125,9 @@ class ServiceDeleteMixin:
     still used; ValidationError): the refusal is shown as a message on the object's page."""
 
     def service_delete(self, request, obj) -> None:
-        raise NotImplementedError
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{type(self).__name__} uses ServiceDeleteMixin without a service_delete")
 
     def delete_model(self, request, obj):
         self.service_delete(request, obj)
