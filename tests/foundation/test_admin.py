@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from registry.models import PipelineVersion
 from tests import factories
+from tests.admin.pages import form_fields
 
 pytestmark = pytest.mark.django_db
 
@@ -131,47 +132,6 @@ def test_workflow_and_execution_pages_do_not_query_per_row(staff_client):
     assert _queries_for(staff_client, execution_url(long)) == _queries_for(staff_client, execution_url(short))
 
 
-def _form_fields(html: str) -> dict[str, str]:
-    """The values a browser would post back for the admin change form."""
-    from html.parser import HTMLParser
-
-    class Form(HTMLParser):
-        def __init__(self):
-            super().__init__()
-            self.values, self._textarea, self._select = {}, None, None
-
-        def handle_starttag(self, tag, attrs):
-            attrs = dict(attrs)
-            name = attrs.get("name")
-            if tag == "input" and name and attrs.get("type") not in {"submit", "checkbox", "file"}:
-                self.values[name] = attrs.get("value") or ""
-            elif tag == "input" and name and attrs.get("type") == "checkbox" and "checked" in attrs:
-                self.values[name] = "on"
-            elif tag == "textarea" and name:
-                self._textarea, self.values[name] = name, ""
-            elif tag == "select" and name:
-                self._select = name  # posted only with a selected option, as a browser does
-            elif tag == "option" and self._select and "selected" in attrs:
-                self.values[self._select] = attrs.get("value") or ""
-
-        def handle_endtag(self, tag):
-            if tag == "textarea":
-                # A browser drops the newline that follows <textarea>.
-                if self.values[self._textarea].startswith("\n"):
-                    self.values[self._textarea] = self.values[self._textarea][1:]
-                self._textarea = None
-            elif tag == "select":
-                self._select = None
-
-        def handle_data(self, data):
-            if self._textarea:
-                self.values[self._textarea] += data
-
-    parser = Form()
-    parser.feed(html)
-    return parser.values
-
-
 def test_admin_save_over_a_newer_version_is_refused_not_silently_overwritten(staff_client, staff_user):
     from registry.models import Workflow
     from registry.workflow_services import workflow_update
@@ -180,7 +140,7 @@ def test_admin_save_over_a_newer_version_is_refused_not_silently_overwritten(sta
     node = factories.WorkflowNodeFactory()
     workflow = node.workflow
     url = _url(Workflow, "change", workflow.pk)
-    data = _form_fields(staff_client.get(url).content.decode())
+    data = form_fields(staff_client.get(url).content.decode())
     assert data["based_on_version"] == "1"
     # and an API edit that made version 2 meanwhile
     workflow_update(workflow=workflow, user=staff_user, changes={"name": "edited through the API"}, based_on_version=1)
@@ -192,7 +152,7 @@ def test_admin_save_over_a_newer_version_is_refused_not_silently_overwritten(sta
     workflow.refresh_from_db()
     assert (workflow.name, workflow.version) == ("edited through the API", 2)
     # and a page loaded at the new version saves
-    fresh = _form_fields(staff_client.get(url).content.decode())
+    fresh = form_fields(staff_client.get(url).content.decode())
     saved = staff_client.post(url, {**fresh, "name": "edited in the admin"})
     assert saved.status_code == 302, saved.context["adminform"].form.errors if saved.context else saved
     workflow.refresh_from_db()
