@@ -32,7 +32,7 @@ os.environ.setdefault("DATABASE_NAME", "imageflow_admin_bench")
 os.environ.setdefault("DATABASE_POOL", "false")
 os.environ.setdefault("DEBUG", "false")
 
-from _setup import django_setup, percentile  # noqa: E402
+from _setup import django_setup, ensure_database, percentile  # noqa: E402
 
 TARGET_MS = 150
 STATUS_MIX = ("CASE WHEN r < 0.60 THEN 'completed' WHEN r < 0.75 THEN 'failed' WHEN r < 0.80 THEN 'cancelled' "
@@ -42,20 +42,6 @@ STEP_STATUS = ("CASE e.status WHEN 'completed' THEN 'completed' WHEN 'failed' TH
                "CASE WHEN s.n < 3 THEN 'completed' WHEN s.n = 3 THEN 'running' ELSE 'pending' END "
                "WHEN 'cancelled' THEN 'cancelled' ELSE 'pending' END")
 SECONDS_APART = 120  # 10,000 runs over ~14 days, so the dashboard's window is full
-
-
-def ensure_database() -> None:
-    import psycopg
-
-    name = os.environ["DATABASE_NAME"]
-    conninfo = dict(dbname="postgres", user=os.environ.get("DATABASE_USER", "postgres"),
-                    host=os.environ.get("DATABASE_HOST", "127.0.0.1"), port=os.environ.get("DATABASE_PORT", "5432"))
-    if os.environ.get("DATABASE_PASSWORD"):
-        conninfo["password"] = os.environ["DATABASE_PASSWORD"]
-    with psycopg.connect(**conninfo, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-            print(f"created database {name}")
 
 
 def seed(*, executions: int, steps: int, files: int, regenerate: bool):

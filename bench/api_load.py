@@ -36,7 +36,7 @@ os.environ.setdefault("CACHE_KEY_PREFIX", "imageflow-bench-load")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
-from bench._setup import django_setup, percentile  # noqa: E402
+from bench._setup import django_setup, ensure_database, percentile  # noqa: E402
 
 THREADS_PER_PROCESS = 10
 
@@ -117,15 +117,6 @@ def connections_per_process(pids: set[int], database_port: int) -> dict[int, int
     return counts
 
 
-def ensure_database(name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(host=os.environ.get("DATABASE_HOST", "127.0.0.1"), user=os.environ.get("DATABASE_USER", "postgres"),
-                         port=int(os.environ.get("DATABASE_PORT", "5432")), dbname="postgres", autocommit=True) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def cpu_by_role(web_pid: int, worker_pid: int) -> dict[str, float]:
     """CPU seconds used so far by the web processes, the worker processes, PostgreSQL (all of its
     processes: other databases' too) and the whole machine."""
@@ -170,7 +161,7 @@ def main() -> None:
                         help="seconds a client waits before each status poll (0: closed loop, no pause)")
     options = parser.parse_args()
 
-    ensure_database(os.environ["DATABASE_NAME"])
+    ensure_database()
     django_setup()
     import psutil
     from django.conf import settings
