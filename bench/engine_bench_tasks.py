@@ -24,12 +24,12 @@ def image_step(file_id: str, operation: str, parameters: dict) -> str:
     """One image operation as a plain Celery task, no engine: the same Pillow work and object-store
     reads and writes as a built-in step (the throughput benchmark's ceiling for any engine that
     runs each step as a Celery task)."""
-    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
+    from executions.engine.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
     from files.models import File
     from files.services import file_read_bytes, file_store_bytes
 
     source = File.objects.get(pk=file_id)
-    # the same decode and encode as a built-in step (executions.runners.builtin)
+    # the same decode and encode as a built-in step (executions.engine.runners.builtin)
     decoded = _open(file_read_bytes(source), source.original_name or "", BUILTIN_OPERATIONS[operation], parameters)
     result = BUILTIN_OPERATIONS[operation].apply(decoded.image, parameters)
     content, extension = _encode(result, source=decoded, parameters=parameters, operation=operation)

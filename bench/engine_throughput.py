@@ -78,7 +78,7 @@ def main() -> None:
 
     from engine_bench_tasks import image_step
     from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
-    from executions.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
+    from executions.engine.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
     from executions.services import builtin_components_register, demo_image_bytes, execution_start
     from files.models import File
     from files.services import file_read_bytes, file_store_bytes
@@ -101,7 +101,7 @@ def main() -> None:
                                         created_by=user, prefix="uploads", extra_metadata={"bench_source": True}))
 
     def step(source, name: str, params: dict):
-        # the same decode and encode as a built-in step (executions.runners.builtin)
+        # the same decode and encode as a built-in step (executions.engine.runners.builtin)
         decoded = _open(file_read_bytes(source), source.original_name or "", BUILTIN_OPERATIONS[name], params)
         result = BUILTIN_OPERATIONS[name].apply(decoded.image, params)
         content, extension = _encode(result, source=decoded, parameters=params, operation=name)

@@ -24,12 +24,12 @@ import psutil
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
-from django.db.utils import InterfaceError as DatabaseInterfaceError
-from django.db.utils import OperationalError as DatabaseOperationalError
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from executions import engine_sql, logs, signals
+from executions import logs, signals
+from executions.engine import statements
+from executions.engine.errors import InvalidTransition, StepFailure, is_transient
 from executions.models import (
     EXECUTION_TRANSITIONS,
     FINISHED_EXECUTION_STATUSES,
@@ -52,10 +52,6 @@ logger = logging.getLogger(__name__)
 def worker_id() -> str:
     """host:pid of this process (computed per call: prefork children are forked after import)."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-class InvalidTransition(Exception):
-    """A move that the state machine table does not allow (a programming error)."""
 
 
 # --- guarded transitions -------------------------------------------------------------------------
@@ -322,28 +318,6 @@ class StepOutcome:
     transient_since: float | None = None
 
 
-class TransientStepError(Exception):
-    """A failure worth retrying: the object store or another service was briefly unavailable."""
-
-
-class StepFailure(Exception):
-    """A permanent failure of a step, with a message for the user."""
-
-
-def is_transient(exc: BaseException) -> bool:
-    from urllib3.exceptions import HTTPError as Urllib3HTTPError
-
-    if isinstance(exc, (TransientStepError, DatabaseInterfaceError)):
-        return True
-    if isinstance(exc, DatabaseOperationalError):
-        # the database was unreachable or restarted; the step can simply run again (not inside a
-        # transaction, which the error has broken)
-        return not connection.in_atomic_block
-    if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError)):
-        return True
-    return unavailable_service(exc) is not None
-
-
 def _worker_is_dead(worker: str) -> bool:
     """True when the step's recorded worker process is on this host and no longer exists."""
     host, _, pid = worker.rpartition(":")
@@ -375,13 +349,13 @@ def step_execute(*, step_id, owned_attempt: int | None = None, transient_since: 
     step at any time (duplicate delivery, redelivery after a crash): only one caller runs it.
     `owned_attempt` and `transient_since` come with the retry of a delivery that met a transient
     error (see `_transient_retry`)."""
-    claim = engine_sql.claim_step(step_id=step_id, now=timezone.now(), worker=worker_id())
+    claim = statements.claim_step(step_id=step_id, now=timezone.now(), worker=worker_id())
     if claim is not None:  # the usual delivery: one statement claimed it and brought what it needs
         _announce_claim(claim)
         return _run_claimed(claim.fetched, claim.fetched.step.attempts)
 
     # Not claimable: see why.
-    fetched = engine_sql.fetch_step(step_id)
+    fetched = statements.fetch_step(step_id)
     if fetched is None:
         return StepOutcome(reason="no such step")
     step = fetched.step
@@ -430,7 +404,7 @@ def step_execute(*, step_id, owned_attempt: int | None = None, transient_since: 
     return _run_claimed(fetched, attempt, transient_since=transient_since if own else None)
 
 
-def _announce_claim(claim: engine_sql.Claim) -> None:
+def _announce_claim(claim: statements.Claim) -> None:
     """The claim's console lines and progress events (its log rows are written by its statement)."""
     step = claim.fetched.step
     progress = {"execution_status": ExecutionStatus.RUNNING, "completed_steps": claim.counts.finished_steps,
@@ -551,7 +525,7 @@ def _log_started(step: ComponentExecution, attempt: int) -> None:
               event="step_started", attempt=attempt)
 
 
-def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int, *, transient_since: float | None = None) -> StepOutcome:
+def _run_claimed(fetched: statements.FetchedStep, attempt: int, *, transient_since: float | None = None) -> StepOutcome:
     """Run a step this delivery holds (claimed or taken over) on its parents' outputs."""
     step = fetched.step
     try:
@@ -572,7 +546,7 @@ def _run_claimed(fetched: engine_sql.FetchedStep, attempt: int, *, transient_sin
 
 
 def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch, transient_since) -> StepOutcome:
-    from executions.runners import StepContext, get_runner
+    from executions.engine.runners import StepContext, get_runner
     from files.services import file_delete
 
     context = StepContext(step=step, attempt=attempt, parameters=(step.input_data or {}).get("parameters") or {},
@@ -665,7 +639,7 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
                       message=f"step {step.node_id} completed in {execution_time_ms} ms: "
                               f"{len(output_data.get('files', []))} outputs",
                       event="step_completed", execution_time_ms=execution_time_ms, **resource_usage)
-    won, ready, pending_children, counts = engine_sql.complete_step(
+    won, ready, pending_children, counts = statements.complete_step(
         step=step, attempt=attempt, now=timezone.now(), inputs=list((step.input_data or {}).get("inputs") or []),
         output_data=output_data, execution_time_ms=execution_time_ms,
         resource_usage=resource_usage, line=line)
@@ -832,7 +806,7 @@ def execution_sweep() -> dict[str, int]:
 
 def builtin_components_register() -> dict[str, int]:
     """Create or update one component per built-in operation (runner "builtin"); idempotent."""
-    from executions.runners.builtin import BUILTIN_IMAGE, BUILTIN_OPERATIONS, BUILTIN_VERSION
+    from executions.engine.runners.builtin import BUILTIN_IMAGE, BUILTIN_OPERATIONS, BUILTIN_VERSION
     from registry.models import Component, ComponentRunner
 
     created = updated = 0

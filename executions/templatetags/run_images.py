@@ -41,7 +41,7 @@ class Pair:
 
 def _step_kind(step: ComponentExecution) -> str:
     """map (output i from input i), merge, passthrough, or other (container and HTTP steps)."""
-    from executions.runners.builtin import BUILTIN_OPERATIONS
+    from executions.engine.runners.builtin import BUILTIN_OPERATIONS
     from registry.models import ComponentRunner
 
     if step.component.runner == ComponentRunner.BUILTIN and step.component.name in BUILTIN_OPERATIONS:

@@ -131,7 +131,7 @@ def thread_worker(transactional_db, engine_settings):
     from imageflow.celery import app
 
     _purge_queue()
-    from executions.runners.builtin import shutdown_image_pool
+    from executions.engine.runners.builtin import shutdown_image_pool
 
     try:
         with start_worker(app, pool="solo", concurrency=1, perform_ping_check=True, shutdown_timeout=30,

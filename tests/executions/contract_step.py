@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A small external component following the "imageflow.step/1" contract (see
-executions/runners/container.py): JSON request on stdin, JSON answer on stdout, logs on stderr.
+executions/engine/runners/container.py): JSON request on stdin, JSON answer on stdout, logs on stderr.
 
 Parameters: "operation" ("invert" or "none"), "sleep_seconds" (pause first), "fail_unless_exists"
 (a path: fail with status 1 while it is missing), "tempfail_marker" (a path: report a transient

@@ -1,4 +1,4 @@
-"""The engine's hot-path statements (executions.engine_sql) and the worker's database sessions:
+"""The engine's hot-path statements (executions.engine.statements) and the worker's database sessions:
 the claim, the completion with its children count-down, their progress counts, prepared
 statements, asynchronous commits in worker sessions, and the debounced log shipping request."""
 
@@ -11,7 +11,8 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
-from executions import engine_sql, logs
+from executions import logs
+from executions.engine import statements
 from executions.log_models import ExecutionLogRecord
 from executions.logstore.tasks import SHIP_SOON_KEY, ship_soon
 from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution, StepStatus
@@ -25,15 +26,15 @@ DIAMOND_EDGES = [{"from": "resize", "to": "gray"}, {"from": "resize", "to": "blu
                  {"from": "gray", "to": "board"}, {"from": "blur", "to": "board"}]
 
 
-def claim(step: ComponentExecution, worker: str = "test:1") -> engine_sql.Claim | None:
-    return engine_sql.claim_step(step_id=step.pk, now=timezone.now(), worker=worker)
+def claim(step: ComponentExecution, worker: str = "test:1") -> statements.Claim | None:
+    return statements.claim_step(step_id=step.pk, now=timezone.now(), worker=worker)
 
 
-def complete(claimed: engine_sql.Claim, files: list[str] | None = None):
+def complete(claimed: statements.Claim, files: list[str] | None = None):
     step = claimed.fetched.step
     line = logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id, level="info",
                       message=f"step {step.node_id} completed")
-    return engine_sql.complete_step(step=step, attempt=step.attempts, now=timezone.now(), inputs=[],
+    return statements.complete_step(step=step, attempt=step.attempts, now=timezone.now(), inputs=[],
                                     output_data={"files": files or []}, execution_time_ms=1, resource_usage={},
                                     line=line)
 
@@ -181,7 +182,7 @@ def test_the_engine_statements_are_prepared_once_per_connection(builtins, pipeli
         complete(claim(steps_of(execution)["a"]))
     # then each statement was prepared once and run three times
     runs = prepared()
-    assert engine_sql._CLAIM_SQL.split()[1] == "target" and engine_sql._COMPLETE_SQL.split()[1] == "done"
+    assert statements._CLAIM_SQL.split()[1] == "target" and statements._COMPLETE_SQL.split()[1] == "done"
     assert runs == {"target": 3, "done": 3}
     # and with prepared statements off, a new connection prepares nothing
     connection.close()

@@ -13,7 +13,7 @@ from django.test import override_settings
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
 from executions.models import StepStatus
-from executions.runners.builtin import BUILTIN_OPERATIONS
+from executions.engine.runners.builtin import BUILTIN_OPERATIONS
 from executions.services import execution_start, step_execute
 from files.imaging import image_decode
 from files.models import File
@@ -278,7 +278,7 @@ def test_a_100_megapixel_photo_is_resized_within_bounded_memory(tmp_path):
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "imageflow.settings")
         django.setup()
         from files.imaging import image_decode
-        from executions.runners.builtin import BUILTIN_OPERATIONS
+        from executions.engine.runners.builtin import BUILTIN_OPERATIONS
         op = BUILTIN_OPERATIONS["resize"]
         params = {{"width": 480, "keep_aspect": True, "resample": "lanczos"}}
         reduce = (lambda shown: op.reduce_for(params, shown)) if os.environ["REDUCE"] == "1" else None

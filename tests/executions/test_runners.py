@@ -6,14 +6,9 @@ from __future__ import annotations
 import botocore.exceptions
 import pytest
 
+from executions.engine.errors import StepFailure, TransientStepError, is_transient
 from executions.models import StepStatus
-from executions.services import (
-    StepFailure,
-    TransientStepError,
-    execution_start,
-    is_transient,
-    step_execute,
-)
+from executions.services import execution_start, step_execute
 from files.models import File
 from tests.executions.conftest import node, open_image
 

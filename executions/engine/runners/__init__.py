@@ -1,8 +1,8 @@
 """Step runners: how a component's work is done. Chosen per component by `Component.runner`.
 
-- `builtin`: Pillow image operations in the worker process (`executions/runners/builtin.py`).
+- `builtin`: Pillow image operations in the worker process (`executions/engine/runners/builtin.py`).
 - `container`: an external process (a container image) speaking the JSON contract of
-  `executions/runners/container.py` on stdin/stdout.
+  `executions/engine/runners/container.py` on stdin/stdout.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class Runner(Protocol):
 
 
 def get_runner(component: Component) -> Runner:
-    from executions.runners.builtin import BuiltinRunner
-    from executions.runners.container import ContainerRunner
-    from executions.runners.http import HttpRunner
+    from executions.engine.runners.builtin import BuiltinRunner
+    from executions.engine.runners.container import ContainerRunner
+    from executions.engine.runners.http import HttpRunner
 
     if component.runner == ComponentRunner.BUILTIN:
         return BuiltinRunner()

@@ -39,7 +39,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from executions.runners import RunResult, StepContext
+from executions.engine.errors import StepFailure, TransientStepError
+from executions.engine.runners import RunResult, StepContext
 
 CONTRACT = "imageflow.step/1"
 EX_TEMPFAIL = 75
@@ -53,7 +54,6 @@ def build_command(*, image: str, output_dir: str) -> list[str]:
 
 class ContainerRunner:
     def run(self, context: StepContext) -> RunResult:
-        from executions.services import StepFailure, TransientStepError
         from files.services import file_presigned_url
 
         step, component = context.step, context.step.component
@@ -156,8 +156,6 @@ class ContainerRunner:
 
     @staticmethod
     def _parse_answer(raw: bytes) -> dict:
-        from executions.services import StepFailure
-
         text = raw.decode("utf-8", "replace").strip()
         try:
             answer = json.loads(text) if text else {}

@@ -20,8 +20,9 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from executions.engine.errors import StepFailure, TransientStepError
+from executions.engine.runners import RunResult, StepContext
 from executions.models import ComponentExecution
-from executions.runners import RunResult, StepContext
 
 
 class HttpRunner:
@@ -41,8 +42,6 @@ class HttpRunner:
         }
 
     def run(self, context: StepContext) -> RunResult:
-        from executions.services import StepFailure, TransientStepError
-
         url = settings.WORKFLOW_HTTP_RUNNER_URL
         context.log("info", f"POST {url} for node {context.step.node_id}")
         try:

@@ -24,7 +24,8 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from PIL import Image, ImageColor, ImageFilter, ImageOps
 
-from executions.runners import RunResult, StepContext
+from executions.engine.errors import StepFailure
+from executions.engine.runners import RunResult, StepContext
 from files.imaging import (
     OUTPUT_FORMATS,
     DecodedImage,
@@ -310,7 +311,6 @@ class BuiltinRunner:
         """Apply a map operation to every input. Several inputs are processed by a thread pool of
         STEP_IMAGE_CONCURRENCY threads (Pillow and the object-store I/O release the GIL);
         outputs keep the order of the inputs."""
-        from executions.services import StepFailure
         from files.services import file_read_bytes
 
         name, params = operation.name, context.parameters
@@ -346,7 +346,6 @@ class BuiltinRunner:
         return [future.result() for future in futures]
 
     def run(self, context: StepContext) -> RunResult:
-        from executions.services import StepFailure
         from files.services import file_read_bytes
 
         name = context.step.component.name
