@@ -170,7 +170,8 @@ def main() -> None:
     from rest_framework.authtoken.models import Token
 
     from executions.models import PipelineExecution
-    from executions.services import builtin_components_register, demo_image_bytes
+    from executions.catalogue import builtin_components_register
+    from executions.demo import demo_image_bytes
     from files.services import file_store_bytes
     from imageflow.accounts.models import User
     from registry.models import Pipeline

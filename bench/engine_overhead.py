@@ -33,7 +33,8 @@ def main() -> None:
     from executions.log_models import ExecutionLogRecord
     from executions.logstore.tasks import ship_logs
     from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
-    from executions.services import builtin_components_register, execution_start
+    from executions.catalogue import builtin_components_register
+    from executions.services import execution_start
     from registry.models import Pipeline
 
     builtin_components_register()

@@ -79,7 +79,9 @@ def main() -> None:
     from engine_bench_tasks import image_step
     from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
     from executions.engine.runners.builtin import BUILTIN_OPERATIONS, _encode, _open
-    from executions.services import builtin_components_register, demo_image_bytes, execution_start
+    from executions.catalogue import builtin_components_register
+    from executions.demo import demo_image_bytes
+    from executions.services import execution_start
     from files.models import File
     from files.services import file_read_bytes, file_store_bytes
     from registry.models import Pipeline

@@ -45,7 +45,7 @@ def main() -> None:
 
     from jsonschema import Draft202012Validator
 
-    from executions.services import builtin_components_register
+    from executions.catalogue import builtin_components_register
     from registry.dag import validate_definition
     from registry.models import Component
 

@@ -27,7 +27,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 @pytest.fixture
 def stack(transactional_db, settings):
     """What `make run` starts: the catalogue and the demo, a worker and the web server."""
-    from executions.services import builtin_components_register, demo_load
+    from executions.catalogue import builtin_components_register
+    from executions.demo import demo_load
     from tests.factories import StaffFactory
 
     # Served as with DEBUG off: the collected static files (the editor's and the live panel's scripts).

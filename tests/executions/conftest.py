@@ -18,8 +18,8 @@ from django.conf import settings as django_settings
 from django.db import connection
 from PIL import Image, ImageDraw
 
+from executions.catalogue import builtin_components_register
 from executions.models import FINISHED_EXECUTION_STATUSES, PipelineExecution
-from executions.services import builtin_components_register
 from files.services import file_read_bytes, file_store_bytes
 from registry.models import Component, ComponentRunner, Pipeline
 

@@ -8,8 +8,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from executions.demo import DEMO_PIPELINE_NAME
 from executions.models import ExecutionStatus, PipelineExecution, StepStatus
-from executions.services import DEMO_PIPELINE_NAME, execution_start
+from executions.services import execution_start
 from files.models import File
 from registry.models import Component, Pipeline
 from tests.executions.conftest import node, open_image, wait_finished

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from executions.demo import demo_definition
 from executions.models import ExecutionStatus, PipelineExecution
-from executions.services import demo_definition, execution_start
+from executions.services import execution_start
 from files.models import File
 from files.services import file_store_bytes
 from registry.models import Pipeline

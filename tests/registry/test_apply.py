@@ -129,7 +129,7 @@ def test_a_node_naming_a_registered_component_runs_as_that_component(registry_wo
 
     from PIL import Image
 
-    from executions.services import builtin_components_register
+    from executions.catalogue import builtin_components_register
     from files.models import File
     from files.services import file_read_bytes, file_store_bytes
 

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.contrib.auth import get_user_model
 
-from executions.services import demo_load
+from executions.demo import demo_load
 
 
 class Command(BaseCommand):

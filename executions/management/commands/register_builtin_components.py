@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from executions.services import builtin_components_register
+from executions.catalogue import builtin_components_register
 
 
 class Command(BaseCommand):

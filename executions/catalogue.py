@@ -1,0 +1,34 @@
+"""The built-in catalogue: one registered component per built-in operation of the engine
+(executions/engine/runners/builtin.py), kept in step with it (`manage.py register_builtin_components`)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from executions.engine.runners.builtin import BUILTIN_IMAGE, BUILTIN_OPERATIONS, BUILTIN_VERSION
+from registry.models import Component, ComponentRunner
+
+
+def builtin_components_register() -> dict[str, int]:
+    """Create or update one component per built-in operation (runner "builtin"); idempotent."""
+    created = updated = 0
+    output_schema = {"type": "object", "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "uuid"}},
+        "metrics": {"type": "object"}}}
+    with transaction.atomic():
+        for operation in BUILTIN_OPERATIONS.values():
+            values = {"description": operation.description, "docker_image": f"{BUILTIN_IMAGE}:{operation.name}",
+                      "runner": ComponentRunner.BUILTIN, "input_schema": operation.input_schema,
+                      "output_schema": output_schema,
+                      "resource_requirements": {"cpu": 1, "memory": "256Mi", "gpu": 0,
+                                                "inputs": {"min": operation.min_inputs, "max": operation.max_inputs}}}
+            component = Component.objects.select_for_update().filter(name=operation.name, version=BUILTIN_VERSION).first()
+            if component is None:
+                Component.objects.create(name=operation.name, version=BUILTIN_VERSION, **values)
+                created += 1
+            elif any(getattr(component, key) != value for key, value in values.items()):
+                for key, value in values.items():
+                    setattr(component, key, value)
+                component.save()
+                updated += 1
+    return {"created": created, "updated": updated, "total": len(BUILTIN_OPERATIONS)}
