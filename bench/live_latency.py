@@ -67,7 +67,7 @@ def run_phase(*, port: int, token: str, clients: int, steps: int, interval: floa
     from django.db import transaction
 
     from executions.models import ComponentExecution, PipelineExecution
-    from executions.services import execution_transition, step_transition
+    from executions.engine.transitions import execution_transition, step_transition
     from registry.models import Component, Pipeline
 
     from django.contrib.auth import get_user_model

@@ -1,4 +1,5 @@
-"""Celery tasks of the engine: thin wrappers that take ids and call executions.services."""
+"""Celery tasks of the engine: thin wrappers that take ids and call the engine (executions/engine/).
+Their `name=` strings are what queued messages carry: they never change."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.utils import OperationalError as DatabaseOperationalError
 
-from executions import services
+from executions.engine import lifecycle, recovery
 from executions.worker import recycle_connection
 
 
@@ -20,7 +21,7 @@ from executions.worker import recycle_connection
 def step_run(self, step_id: str, owned_attempt: int | None = None, transient_since: float | None = None) -> str:
     recycle_connection()  # CONN_MAX_AGE, broken connections (Celery's per-task close is off: CELERY_DB_REUSE_MAX)
     try:
-        outcome = services.step_execute(step_id=step_id, owned_attempt=owned_attempt, transient_since=transient_since)
+        outcome = lifecycle.step_execute(step_id=step_id, owned_attempt=owned_attempt, transient_since=transient_since)
     except DatabaseOperationalError as exc:  # the connection broke (a database restart): again, on a new one
         raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc, args=(),
                          kwargs={"step_id": step_id, "owned_attempt": owned_attempt, "transient_since": transient_since})
@@ -34,4 +35,4 @@ def step_run(self, step_id: str, owned_attempt: int | None = None, transient_sin
 @shared_task(name="executions.tasks.execution_sweep", acks_late=True)
 def execution_sweep() -> dict[str, int]:
     close_old_connections()
-    return services.execution_sweep()
+    return recovery.execution_sweep()

@@ -34,4 +34,3 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, Urllib3HTTPError)):
         return True
     return unavailable_service(exc) is not None
-

@@ -18,7 +18,7 @@ older than 1.21, which cannot keep prepared statements).
 
 Every move is still a guarded transition (`WHERE status = <expected>`, and for the completion
 `attempts = <the claimant's attempt>`), so a late or duplicate delivery can never win it.
-The services in `executions.services` decide what to do with the results.
+The step life cycle (`executions.engine.lifecycle`) decides what to do with the results.
 """
 
 from __future__ import annotations

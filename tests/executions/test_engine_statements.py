@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from executions import logs
 from executions.engine import statements
+from executions.engine.lifecycle import step_complete
 from executions.log_models import ExecutionLogRecord
 from executions.logstore.tasks import SHIP_SOON_KEY, ship_soon
 from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution, StepStatus
-from executions.services import execution_retry, execution_start, step_complete
+from executions.services import execution_retry, execution_start
 from executions.worker import configure_worker_sessions
 from tests.executions.conftest import node
 
@@ -241,7 +242,7 @@ def _run_left_open_after_its_last_completion(pipeline_of, user) -> PipelineExecu
 def test_the_sweep_finishes_a_run_whose_steps_have_all_finished(builtins, pipeline_of, user):
     from datetime import timedelta
 
-    from executions.services import execution_sweep
+    from executions.engine.recovery import execution_sweep
 
     execution = _run_left_open_after_its_last_completion(pipeline_of, user)
     # a run still changing is left alone
@@ -256,7 +257,7 @@ def test_the_sweep_finishes_a_run_whose_steps_have_all_finished(builtins, pipeli
 
 
 def test_a_redelivered_task_of_a_finished_step_finishes_its_run(builtins, pipeline_of, user):
-    from executions.services import step_execute
+    from executions.engine.lifecycle import step_execute
 
     execution = _run_left_open_after_its_last_completion(pipeline_of, user)
     # when the step's task is delivered again (it was never acknowledged)
@@ -346,7 +347,7 @@ def test_a_runs_created_line_is_stored_before_its_first_step_is_enqueued(builtin
 
 def test_a_step_asking_for_an_output_its_parent_did_not_produce_fails_with_the_edge_named(
         builtins, pipeline_of, user, jpeg_file):
-    from executions.services import step_execute
+    from executions.engine.lifecycle import step_execute
 
     # given a run whose edge takes output 2 of a parent that passes on one file
     pipeline = pipeline_of([node("a", "passthrough"), node("b", "grayscale")],

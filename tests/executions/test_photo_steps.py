@@ -12,9 +12,10 @@ import pytest
 from django.test import override_settings
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
-from executions.models import StepStatus
+from executions.engine.lifecycle import step_execute
 from executions.engine.runners.builtin import BUILTIN_OPERATIONS
-from executions.services import execution_start, step_execute
+from executions.models import StepStatus
+from executions.services import execution_start
 from files.imaging import image_decode
 from files.models import File
 from files.services import file_read_bytes, file_store_bytes

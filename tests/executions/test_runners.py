@@ -7,8 +7,9 @@ import botocore.exceptions
 import pytest
 
 from executions.engine.errors import StepFailure, TransientStepError, is_transient
+from executions.engine.lifecycle import step_execute
 from executions.models import StepStatus
-from executions.services import execution_start, step_execute
+from executions.services import execution_start
 from files.models import File
 from tests.executions.conftest import node, open_image
 

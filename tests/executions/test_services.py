@@ -1,4 +1,5 @@
-"""executions.services without a worker: starting, idempotency, guarded transitions, cancel, retry."""
+"""executions.services and the engine's transitions without a worker: starting, idempotency,
+guarded transitions, cancel, retry."""
 
 from __future__ import annotations
 
@@ -10,17 +11,12 @@ from django.core.exceptions import ValidationError
 from django.db import connection
 
 from executions import signals
+from executions.engine.errors import InvalidTransition
+from executions.engine.lifecycle import step_complete
+from executions.engine.transitions import execution_transition, step_transition
 from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution, StepStatus
 from executions.selectors import execution_progress
-from executions.services import (
-    InvalidTransition,
-    execution_cancel,
-    execution_retry,
-    execution_start,
-    execution_transition,
-    step_complete,
-    step_transition,
-)
+from executions.services import execution_cancel, execution_retry, execution_start
 from files.models import File
 from registry.dag import DagValidationError
 from tests.executions.conftest import node

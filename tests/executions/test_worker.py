@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from executions.engine.recovery import execution_sweep
 from executions.models import ExecutionStatus, StepStatus
-from executions.services import execution_cancel, execution_retry, execution_start, execution_sweep
+from executions.services import execution_cancel, execution_retry, execution_start
 from executions.tasks import step_run
 from files.models import File
 from tests.executions.conftest import node, open_image, wait_finished, wait_for
@@ -109,7 +110,7 @@ def test_transient_failures_give_up_after_the_retry_budget(thread_worker, engine
 
 
 def test_transient_retry_pause_doubles_up_to_the_cap_within_the_budget(settings):
-    from executions.services import _transient_retry_delay
+    from executions.engine.lifecycle import _transient_retry_delay
 
     settings.STEP_RETRY_BACKOFF_SECONDS, settings.STEP_RETRY_BACKOFF_MAX_SECONDS = 2.0, 30.0
     settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS = 180.0

@@ -1,0 +1,58 @@
+"""Delivery: sending the task of a step that is ready to run.
+
+The task is found by its name in Celery's registry (`STEP_RUN_TASK`, the name queued messages
+carry) rather than imported: `executions.tasks` calls the engine, so the engine must not import
+it back. The executions app imports its tasks when it is ready (executions/apps.py), so the
+registered task, with its options, is what is sent, in the web process as in a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from celery import current_app
+from django.db import DatabaseError, transaction
+
+from executions.models import ComponentExecution, StepStatus
+
+logger = logging.getLogger(__name__)
+
+STEP_RUN_TASK = "executions.tasks.step_run"
+
+
+def step_deliver(step_id) -> None:
+    """Send one step's task (the broker's errors are the caller's)."""
+    current_app.tasks[STEP_RUN_TASK].apply_async(args=[str(step_id)])
+
+
+def enqueue_on_commit(step_ids: Iterable) -> None:
+    ids = [str(i) for i in step_ids]
+    if not ids:
+        return
+
+    def send() -> None:
+        # Registered after the signals of the change that made these steps ready, so its progress
+        # events are out before any of them can start (executions.events.publish).
+        enqueue_steps(ids)
+
+    transaction.on_commit(send)
+
+
+def enqueue_steps(ids: list[str]) -> None:
+    """Send the tasks of committed ready steps. The commit is what counts: when the broker cannot
+    take them, the steps are marked `enqueue_failed` (the outbox) and the next sweep sends them,
+    so the request that committed them still succeeds (202) and no client retries into a
+    duplicate run."""
+    for position, step_id in enumerate(ids):
+        try:
+            step_deliver(step_id)
+        except Exception as exc:  # broker unreachable (or refusing): the sweep delivers the rest
+            unsent = ids[position:]
+            logger.warning("could not enqueue %d ready steps (%s: %s); the sweep will send them",
+                           len(unsent), type(exc).__name__, exc)
+            try:
+                ComponentExecution.objects.filter(pk__in=unsent, status=StepStatus.PENDING).update(enqueue_failed=True)
+            except DatabaseError:  # the database went too: the sweep finds them as silent ready steps
+                logger.warning("could not mark %d steps for the sweep", len(unsent), exc_info=True)
+            return
