@@ -171,8 +171,7 @@ def execution_logs_from_database(
     from django.db.models import Q
 
     from executions.log_models import ExecutionLogRecord
-
-    from executions.logstore.shipping import SOURCE_FIELDS, record_source
+    from executions.logstore.shipping import record_documents
 
     rows = ExecutionLogRecord.objects.filter(execution_id=execution_id)
     if nodes:
@@ -186,10 +185,11 @@ def execution_logs_from_database(
         exact = datetime.fromtimestamp(millis / 1000, tz=UTC)
         rows = rows.filter(Q(timestamp__gte=boundary) | Q(timestamp__gte=exact, timestamp__lt=boundary, id__gt=record_id))
     total = rows.count()
-    page = list(rows.order_by("timestamp", "id").values(*SOURCE_FIELDS)[:size])
+    page = list(rows.order_by("timestamp", "id").values("id", "timestamp")[:size])
+    documents = record_documents([row["id"] for row in page])
     records = []
     for row in page:
-        source = record_source(row)
+        source = documents[row["id"]]
         source["id"] = source.pop("record_id")
         records.append(source)
     next_cursor = None

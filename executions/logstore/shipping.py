@@ -1,19 +1,20 @@
 """Bulk shipping of the durable log buffer to the search server.
 
-One shipper works at a time (a transaction-scoped PostgreSQL advisory lock per batch: a second
-shipper finds it taken and leaves; row locks would cost a write per row). Rows are sent with one `_bulk` request per batch with `_id` = run id + row id (a retried batch
-overwrites itself instead of duplicating), and marked shipped in the same transaction, only for
-the items the server acknowledged. When the server cannot be reached the transaction rolls back:
-the rows stay unshipped and the next run sends them.
+One shipper works at a time (a transaction-scoped PostgreSQL advisory lock per step: a second
+shipper finds it taken and leaves; row locks would cost a write per row). Rows are sent with one
+`_bulk` request per batch with `_id` = run id + row id (a retried batch overwrites itself instead
+of duplicating), and marked shipped once the server acknowledged them, only the items it
+acknowledged. When the server cannot be reached the rows stay unshipped and the next run sends
+them; a shipper stopped between an answer and its mark sends that batch again, stored once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timezone as dt_timezone
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -22,7 +23,7 @@ from elastic_transport import ConnectionTimeout, TransportError
 from elasticsearch import ApiError, Elasticsearch
 
 from executions.log_models import ExecutionLogRecord
-from executions.logstore.documents import ensure_template, monthly_index_name
+from executions.logstore.documents import ensure_template
 from imageflow.search import get_client, index_name
 
 logger = logging.getLogger(__name__)
@@ -56,43 +57,82 @@ class ShipResult:
 SHIPPER_LOCK_KEY = 0x1F_5E_AD_10  # pg advisory lock id of the log shipper
 
 
-def _timestamp_text(value) -> str:
-    utc = value.astimezone(dt_timezone.utc)
-    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+# A row's `_bulk` action line and document, built by PostgreSQL in one pass over the rows (the
+# documents are JSON text when they leave the database). Built in Python, the same work (reading
+# typed values, a dict per row, json.dumps) cost ~100 µs a record, as much as a fast search
+# server takes to index one. The document has the fields of `LogRecordDocument`: empty node and
+# component are null; the timestamp is UTC to the millisecond (truncated, as the cursors are);
+# `extra` carries the X-Request-ID of the API call that started the run (imageflow/request_id.py)
+# unless it has its own, so one id finds the call's log lines and its steps' records.
+_DOCUMENTS_SQL = """
+SELECT r.id,
+       json_build_object('index', json_build_object(
+           '_index', %(index_prefix)s || to_char(r.timestamp AT TIME ZONE 'UTC', 'YYYY.MM'),
+           '_id', r.execution_id::text || '.' || r.id::text))::text,
+       json_build_object(
+           'record_id', r.id,
+           'execution_id', r.execution_id::text,
+           'pipeline_id', e.pipeline_id::text,
+           'pipeline_name', p.name,
+           'owner_id', e.created_by::text,
+           'step_id', r.step_id::text,
+           'node_id', NULLIF(r.node_id, ''),
+           'component', NULLIF(r.component, ''),
+           'level', r.level,
+           'message', r.message,
+           'timestamp', to_char(r.timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+           'extra', CASE
+               WHEN jsonb_typeof(e.input_data -> 'request_id') = 'string' AND e.input_data ->> 'request_id' <> ''
+                    AND NOT (COALESCE(r.extra, '{}') ? 'request_id')
+               THEN (CASE WHEN jsonb_typeof(r.extra) = 'object' THEN r.extra ELSE '{}' END)
+                    || jsonb_build_object('request_id', e.input_data -> 'request_id')
+               ELSE (CASE WHEN jsonb_typeof(r.extra) = 'object' THEN r.extra ELSE '{}' END)
+           END)::text
+  FROM execution_log_records r
+  JOIN pipeline_executions e ON e.id = r.execution_id
+  JOIN pipelines p ON p.id = e.pipeline_id
+ WHERE {where}
+ ORDER BY r.id
+ LIMIT %(limit)s
+"""
+
+# The rows a read can ask for: fixed fragments, values always as parameters.
+_PENDING = "r.shipped_at IS NULL AND r.ship_error IS NULL AND r.id > %(after_id)s"  # exlog_unshipped_idx
+_AFTER = "r.id > %(after_id)s"
+_OF_EXECUTION = "r.execution_id = %(execution_id)s AND r.id > %(after_id)s"  # exlog_execution_idx
+_IDS = "r.id = ANY(%(ids)s)"
 
 
-# What a document needs, read as plain values: no model instances, and none of the run's or the
-# pipeline's JSON columns (a pipeline definition parsed once per log line would dominate).
-SOURCE_FIELDS = (
-    "id", "execution_id", "step_id", "node_id", "component", "level", "message", "extra", "timestamp",
-    "execution__pipeline_id", "execution__pipeline__name", "execution__created_by_id",
-    # One key of the run's input_data, extracted by PostgreSQL (not the whole column parsed).
-    "execution__input_data__request_id",
-)
+@dataclass(frozen=True, slots=True)
+class EncodedRecord:
+    """One buffer row as `_bulk` sends it: its id, its action line (index and `_id`), its document."""
+
+    id: int
+    action: str
+    source: str
 
 
-def record_source(row: dict) -> dict:
-    """The document (fields of `LogRecordDocument`) for one row read with `SOURCE_FIELDS`."""
-    return {
-        "record_id": row["id"],
-        "execution_id": str(row["execution_id"]),
-        "pipeline_id": str(row["execution__pipeline_id"]) if row["execution__pipeline_id"] else None,
-        "pipeline_name": row["execution__pipeline__name"],
-        "owner_id": str(row["execution__created_by_id"]) if row["execution__created_by_id"] else None,
-        "step_id": str(row["step_id"]) if row["step_id"] else None,
-        "node_id": row["node_id"] or None,
-        "component": row["component"] or None,
-        "level": row["level"],
-        "message": row["message"],
-        "timestamp": _timestamp_text(row["timestamp"]),
-        "extra": _with_request_id(row["extra"] or {}, row.get("execution__input_data__request_id")),
-    }
+def _encoded(where: str, *, limit: int, **params) -> list[EncodedRecord]:
+    with connection.cursor() as cursor:
+        cursor.execute(_DOCUMENTS_SQL.replace("{where}", where),
+                       {"index_prefix": index_name("logs-"), "limit": limit, **params})
+        return [EncodedRecord(*row) for row in cursor.fetchall()]
 
 
-def _with_request_id(extra: dict, request_id) -> dict:
-    """The X-Request-ID of the API call that started the run (imageflow/request_id.py), on every
-    record of the run, so one id finds the call's log lines and its steps' records."""
-    return {**extra, "request_id": request_id} if request_id and "request_id" not in extra else extra
+def pending_records(*, after_id: int = 0, limit: int = DEFAULT_BATCH_SIZE) -> list[EncodedRecord]:
+    """Unshipped, not refused rows with an id above `after_id`, oldest first."""
+    return _encoded(_PENDING, limit=limit, after_id=after_id)
+
+
+def encoded_records(ids: list[int]) -> list[EncodedRecord]:
+    """These rows (by id order) as `_bulk` sends them."""
+    return _encoded(_IDS, limit=len(ids), ids=list(ids)) if ids else []
+
+
+def record_documents(ids: list[int]) -> dict[int, dict]:
+    """The documents of these rows, as the search server stores them, by row id (the API's
+    fallback when the server is down serves exactly what it would have answered)."""
+    return {record.id: json.loads(record.source) for record in encoded_records(ids)}
 
 
 def document_id(*, execution_id, record_id: int) -> str:
@@ -106,23 +146,16 @@ def record_id_of(doc_id: str) -> int:
     return int(doc_id.rpartition(".")[2])
 
 
-def _bulk_body(rows: list[dict]) -> str:
-    lines: list[str] = []
-    index_names: dict[tuple[int, int], str] = {}
-    for row in rows:
-        when = row["timestamp"].astimezone(dt_timezone.utc)
-        month = (when.year, when.month)
-        index = index_names.get(month) or index_names.setdefault(month, monthly_index_name(when))
-        lines.append('{"index":{"_index":"%s","_id":"%s"}}'
-                     % (index, document_id(execution_id=row["execution_id"], record_id=row["id"])))
-        lines.append(json.dumps(record_source(row), ensure_ascii=False))
-    return "\n".join(lines) + "\n"
+def bulk_body(records: list[EncodedRecord]) -> str:
+    return "".join(f"{record.action}\n{record.source}\n" for record in records)
 
 
-def send_bulk(client: Elasticsearch, rows: list[dict], *, refresh: bool = False) -> tuple[list[int], dict[int, str]]:
-    """Sends rows in one `_bulk`; returns (acknowledged ids, {refused id: reason})."""
+def send_bulk(client: Elasticsearch, records: list[EncodedRecord], *, refresh: bool = False,
+              ) -> tuple[list[int], dict[int, str]]:
+    """Sends records in one `_bulk`; returns (acknowledged ids, {refused id: reason}). Safe to
+    call from another thread than the one reading the database (it does not touch it)."""
     try:
-        response = client.bulk(operations=_bulk_body(rows), refresh=refresh)
+        response = client.bulk(operations=bulk_body(records), refresh=refresh)
     except (TransportConnectionError, ConnectionTimeout) as exc:
         raise SearchUnavailable(f"search server unreachable: {exc}") from exc
     except ApiError as exc:
@@ -144,43 +177,67 @@ def send_bulk(client: Elasticsearch, rows: list[dict], *, refresh: bool = False)
     return acknowledged, refused
 
 
+def _mark(acknowledged: list[int], refused: dict[int, str], *, clear_errors: bool = False) -> None:
+    with connection.cursor() as cursor:
+        if acknowledged:
+            cursor.execute("UPDATE execution_log_records SET shipped_at = %s"
+                           + (", ship_error = NULL" if clear_errors else "") + " WHERE id = ANY(%s)",
+                           [timezone.now(), acknowledged])
+        for record_id, reason in refused.items():
+            cursor.execute("UPDATE execution_log_records SET ship_error = %s WHERE id = %s", [reason, record_id])
+
+
+def _try_shipper_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SHIPPER_LOCK_KEY])
+        return cursor.fetchone()[0]
+
+
 def ship_pending(
     *, batch_size: int = DEFAULT_BATCH_SIZE, max_batches: int | None = None, client: Elasticsearch | None = None,
     refresh: bool = False,
 ) -> ShipResult:
     """Ships unshipped rows, oldest first, until none are left (or `max_batches` were sent).
-    Raises `SearchUnavailable` when the server is down; already shipped batches stay shipped."""
+    Raises `SearchUnavailable` when the server is down; already shipped batches stay shipped.
+
+    Pipelined: while the server indexes one batch (its `_bulk` is sent from a second thread), this
+    thread reads and encodes the next one; each step is one short transaction holding the
+    shipper's lock: read batch k+1, wait for batch k's answer, send batch k+1, mark batch k. The
+    lock is free only between two such transactions; a second shipper that gets in there sends the
+    batch in flight again, which stores it once (same `_id`s)."""
     es = client or get_client()
     result = ShipResult()
     with search_errors_as_unavailable():
         ensure_template(es)
-    while max_batches is None or result.batches < max_batches:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SHIPPER_LOCK_KEY])
-                if not cursor.fetchone()[0]:
-                    break  # another shipper is at work; it will send these rows
-            rows = list(
-                ExecutionLogRecord.objects.filter(shipped_at__isnull=True, ship_error__isnull=True)
-                .order_by("id").values(*SOURCE_FIELDS)[:batch_size]
-            )
-            if not rows:
+    in_flight: Future | None = None
+    last_id, exhausted = 0, False
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-shipper") as sender:
+        while True:
+            with transaction.atomic():
+                batch: list[EncodedRecord] = []
+                if not exhausted and (max_batches is None or result.batches < max_batches) and _try_shipper_lock():
+                    batch = pending_records(after_id=last_id, limit=batch_size)
+                    exhausted = len(batch) < batch_size
+                answered = in_flight.result() if in_flight is not None else None
+                in_flight = None
+                if answered is not None and not any(answered):
+                    batch = []  # only transient item failures: stop and let the next run retry
+                if batch:
+                    in_flight = sender.submit(send_bulk, es, batch)
+                    result.batches += 1
+                    last_id = batch[-1].id
+                if answered is not None:
+                    acknowledged, refused = answered
+                    _mark(acknowledged, refused)
+                    result.shipped += len(acknowledged)
+                    result.refused += len(refused)
+                    if refused:
+                        logger.error("search server refused %d log records (kept, marked ship_error)", len(refused))
+            if in_flight is None:
                 break
-            acknowledged, refused = send_bulk(es, rows, refresh=refresh)
-            now = timezone.now()
-            if acknowledged:
-                ExecutionLogRecord.objects.filter(id__in=acknowledged).update(shipped_at=now)
-            for record_id, reason in refused.items():
-                ExecutionLogRecord.objects.filter(id=record_id).update(ship_error=reason)
-        result.batches += 1
-        result.shipped += len(acknowledged)
-        result.refused += len(refused)
-        if refused:
-            logger.error("search server refused %d log records (kept, marked ship_error)", len(refused))
-        if len(acknowledged) + len(refused) == 0:
-            break  # only transient item failures: stop and let the next run retry
-        if len(rows) < batch_size:
-            break
+    if refresh and result.batches:
+        with search_errors_as_unavailable():
+            es.indices.refresh(index=index_name("logs-*"))
     return result
 
 
@@ -206,22 +263,19 @@ def reindex(
     es = client or get_client()
     with search_errors_as_unavailable():
         ensure_template(es)
-    queryset = ExecutionLogRecord.objects.order_by("id").values(*SOURCE_FIELDS)
-    if execution_id is not None:
-        queryset = queryset.filter(execution_id=execution_id)
     sent = 0
     last_id = 0
     while True:
-        rows = list(queryset.filter(id__gt=last_id)[:batch_size])
-        if not rows:
+        if execution_id is None:
+            records = _encoded(_AFTER, limit=batch_size, after_id=last_id)
+        else:
+            records = _encoded(_OF_EXECUTION, limit=batch_size, after_id=last_id, execution_id=execution_id)
+        if not records:
             break
-        acknowledged, refused = send_bulk(es, rows)
-        now = timezone.now()
-        ExecutionLogRecord.objects.filter(id__in=acknowledged).update(shipped_at=now, ship_error=None)
-        for record_id, reason in refused.items():
-            ExecutionLogRecord.objects.filter(id=record_id).update(ship_error=reason)
+        acknowledged, refused = send_bulk(es, records)
+        _mark(acknowledged, refused, clear_errors=True)
         sent += len(acknowledged)
-        last_id = rows[-1]["id"]
+        last_id = records[-1].id
     if refresh:
         with search_errors_as_unavailable():
             es.indices.refresh(index=index_name("logs-*"))

@@ -8,7 +8,7 @@ from django.db import transaction
 from executions import logs
 from executions.log_models import ExecutionLogRecord
 from executions.logstore.documents import alias_name, ensure_template, monthly_index_name
-from executions.logstore.shipping import document_id, record_id_of, send_bulk, ship_pending
+from executions.logstore.shipping import document_id, encoded_records, record_id_of, send_bulk, ship_pending
 from imageflow.search import get_client
 from tests.factories import ComponentExecutionFactory, PipelineExecutionFactory
 
@@ -212,20 +212,16 @@ def test_retention_deletes_only_shipped_rows_past_the_window(settings):
 
 def test_records_of_two_deployments_with_the_same_row_id_do_not_overwrite_each_other(es):
     # given two deployments sharing a cluster and an index prefix, each with its own log row 1
-    # (two runs of this database stand for them: their row ids collide by construction below)
+    # (one row of this database stands for both: encoded under the first run, then under the second)
     first, second = PipelineExecutionFactory(), PipelineExecutionFactory()
     logs.emit(execution_id=first.id, level="info", message="from the first deployment")
-    row = ExecutionLogRecord.objects.select_related("execution__pipeline").get()
-    rows = []
-    for execution, message in ((first, "from the first deployment"), (second, "from the second deployment")):
-        rows.append({"id": row.id, "execution_id": execution.id, "step_id": None, "node_id": "", "component": "",
-                     "level": "info", "message": message, "extra": {}, "timestamp": row.timestamp,
-                     "execution__pipeline_id": execution.pipeline_id,
-                     "execution__pipeline__name": execution.pipeline.name,
-                     "execution__created_by_id": execution.created_by_id})
+    row = ExecutionLogRecord.objects.get()
+    from_first = encoded_records([row.id])
+    ExecutionLogRecord.objects.filter(id=row.id).update(execution=second, message="from the second deployment")
+    from_second = encoded_records([row.id])
     # when both are shipped
     ensure_template(get_client())
-    acknowledged, refused = send_bulk(get_client(), rows, refresh=True)
+    acknowledged, refused = send_bulk(get_client(), from_first + from_second, refresh=True)
     # then both documents are stored, each under its own run
     assert acknowledged == [row.id, row.id] and refused == {}
     es.indices.refresh(index=alias_name())
@@ -233,3 +229,48 @@ def test_records_of_two_deployments_with_the_same_row_id_do_not_overwrite_each_o
     assert sorted(hit["_source"]["message"] for hit in hits) == ["from the first deployment",
                                                                  "from the second deployment"]
     assert {hit["_id"] for hit in hits} == {f"{first.id}.{row.id}", f"{second.id}.{row.id}"}
+
+
+def test_a_documents_fields_are_those_of_the_mapping_with_nulls_utc_milliseconds_and_the_runs_request_id(es):
+    # given a run started by an API call with a request id, and three rows written in Paris time:
+    # one bare (no step, node or component), one with odd text, one whose extra has its own id
+    from zoneinfo import ZoneInfo
+
+    step = ComponentExecutionFactory(node_id="resize")
+    execution = step.execution
+    execution.input_data = {"request_id": "lb-42", "other": [1, 2]}
+    execution.save(update_fields=["input_data"])
+    paris = ZoneInfo("Europe/Paris")
+
+    def row(**fields):
+        return ExecutionLogRecord.objects.create(execution=execution, level="info", **fields).id
+
+    bare = row(message="bare", timestamp=datetime(2026, 11, 1, 0, 30, 0, 999_999, tzinfo=paris))
+    odd = row(message='quotes " back\\slash\nnew line, <b>é</b> 日本 \u2028', step_id=step.id, node_id="resize",
+              component="pillow", extra={"width": 10, "nested": {"a": [1, None]}},
+              timestamp=datetime(2026, 11, 30, 12, 0, 0, 123_456, tzinfo=UTC))
+    own = row(message="own id", extra={"request_id": "kept"}, timestamp=datetime(2026, 11, 30, 12, 0, 1, tzinfo=UTC))
+    # when shipped
+    assert ship_pending(refresh=True).shipped == 3
+    # then the stored documents are exactly these, in the UTC month's index (the bare row's Paris
+    # 1 November 00:30 is 31 October 23:30 UTC)
+    base = {"execution_id": str(execution.id), "pipeline_id": str(execution.pipeline_id),
+            "pipeline_name": execution.pipeline.name, "owner_id": str(execution.created_by_id), "level": "info"}
+    stored = {
+        record_id: es.get(index=index, id=document_id(execution_id=execution.id, record_id=record_id))["_source"]
+        for record_id, index in ((bare, monthly_index_name(datetime(2026, 10, 1))),
+                                 (odd, monthly_index_name(datetime(2026, 11, 1))),
+                                 (own, monthly_index_name(datetime(2026, 11, 1))))
+    }
+    assert stored[bare] == {**base, "record_id": bare, "step_id": None, "node_id": None, "component": None,
+                            "message": "bare", "timestamp": "2026-10-31T23:30:00.999Z",
+                            "extra": {"request_id": "lb-42"}}
+    assert stored[odd] == {**base, "record_id": odd, "step_id": str(step.id), "node_id": "resize",
+                           "component": "pillow", "message": 'quotes " back\\slash\nnew line, <b>é</b> 日本 \u2028',
+                           "timestamp": "2026-11-30T12:00:00.123Z",
+                           "extra": {"width": 10, "nested": {"a": [1, None]}, "request_id": "lb-42"}}
+    assert stored[own]["extra"] == {"request_id": "kept"}
+    # and the database fallback serves the same documents
+    from executions.logstore.shipping import record_documents
+
+    assert record_documents([bare, odd, own]) == stored
