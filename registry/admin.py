@@ -16,7 +16,6 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from executions.admin_actions import run_pipelines
 from imageflow.admin_utils import (
     ImageFlowInline,
     ImageFlowModelAdmin,
@@ -40,6 +39,7 @@ from registry.admin_pictures import (
     workflow_version_picture_html,
 )
 from registry.dag import DagValidationError, validate_definition
+from registry.engine_hooks import run_pipelines
 from registry.workflow_document import ParamValueError, clean_document, describe_cycle, document_cycle
 from registry.workflow_services import pipeline_labels_check, pipeline_set_labels
 
@@ -483,7 +483,7 @@ APPLY_REFUSALS = (ValidationError, DagValidationError, ParamValueError, Conflict
 
 @admin.action(description="Apply with default param values (runs the current version)")
 def apply_with_defaults(modeladmin, request, queryset):
-    from registry.workflow_apply import workflow_apply
+    from registry.engine_hooks import workflow_apply
 
     for workflow in queryset:
         try:

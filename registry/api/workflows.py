@@ -24,9 +24,9 @@ from imageflow.api.schema import ERROR_RESPONSES
 from imageflow.audit.models import AuditEntry
 from imageflow.orgs.models import Organization
 from registry import interchange, similarity
+from registry.engine_hooks import workflow_apply
 from registry.models import Pipeline, Workflow, WorkflowAccess
 from registry.versioning import diff_pipeline_versions, diff_workflow_documents
-from registry.workflow_apply import workflow_apply
 from registry.workflow_document import clean_document
 from registry.workflow_selectors import (
     visible_to,

@@ -8,9 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution
+from executions.workflow_apply import resolve_params
 from imageflow.audit.models import AuditEntry
 from registry.models import Workflow
-from registry.workflow_apply import resolve_params
 from registry.workflow_services import workflow_create
 from tests.factories import UserFactory
 from tests.registry.conftest import sample_document
@@ -95,7 +95,7 @@ def test_failing_http_node_fails_the_run_and_skips_its_children(registry_worker,
     document = sample_document()
     document["nodes"][1]["parameters"]["fail"] = True
     workflow, _ = workflow_create(user=user, data=document)
-    from registry.workflow_apply import workflow_apply
+    from executions.workflow_apply import workflow_apply
 
     execution, _ = workflow_apply(workflow=workflow, user=user, params={"url": "u"})
     execution = wait_finished(execution.pk)
@@ -147,7 +147,7 @@ def test_a_node_naming_a_registered_component_runs_as_that_component(registry_wo
         "params": [{"key": "width", "value_type": "int", "required": False, "default_value": "50"}],
     }
     workflow, _ = workflow_create(user=user, data=document)
-    from registry.workflow_apply import workflow_apply
+    from executions.workflow_apply import workflow_apply
 
     execution, params = workflow_apply(workflow=workflow, user=user, params={}, inputs=[str(source.pk)])
     assert params == {"width": 50}
@@ -167,7 +167,7 @@ def test_a_node_naming_a_registered_component_runs_as_that_component(registry_wo
 def test_transient_agent_errors_are_retried_and_a_workflow_without_history_still_applies(registry_worker, agent_server):
     """A 503 from the agent service is retried by the engine; a workflow whose rows were written
     without the services (no version snapshot) applies from its current rows."""
-    from registry.workflow_apply import workflow_apply
+    from executions.workflow_apply import workflow_apply
     from tests.factories import WorkflowFactory, WorkflowNodeFactory
 
     agent_server.fail_next = 1

@@ -8,10 +8,13 @@ carrier pipeline, category `workflow-apply`, named after the workflow and versio
 - a node whose `node_type` names a registered component (or a `component` node with
   `parameters.component`) runs as that component, with its parameters;
 - any other node (`agent`, `tool`, ...) runs through the HTTP runner (component
-  `workflow-http`, runner `http`, see executions/runners/http.py).
+  `workflow-http`, runner `http`, see executions/engine/runners/http.py).
 Per apply, the resolved params are substituted into node parameters (a string that is exactly
 `{{params.<key>}}` becomes the typed value) and handed to the engine as per-node parameter
 overrides, so one carrier pipeline serves every apply of that version.
+
+It lives in executions, above the registry it reads: the registry's API endpoint and admin action
+call it through registry/engine_hooks.py, which the executions app provides when it is ready.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from executions.models import PipelineExecution
+from executions.services import execution_start
 from imageflow.audit.services import audit_record
 from imageflow.exceptions import ConflictError
 from imageflow.validators import NUL_MESSAGE, json_nul_path
@@ -35,6 +40,7 @@ from registry.models import (
     WorkflowAccess,
     WorkflowVersion,
 )
+from registry.services import pipeline_create
 from registry.similarity import node_component_name
 from registry.workflow_document import (
     ParamValueError,
@@ -45,6 +51,7 @@ from registry.workflow_document import (
     parse_param_text,
 )
 from registry.workflow_selectors import workflow_document
+from registry.workflow_services import workflow_access_record
 
 HTTP_COMPONENT_NAME = "workflow-http"
 HTTP_COMPONENT_VERSION = "1"
@@ -178,9 +185,6 @@ def node_parameters(*, spec: dict[str, Any], workflow: Workflow, version: int, p
 
 
 def _carrier_pipeline(*, workflow: Workflow, version: int, definition: dict, user) -> Pipeline:
-    from executions.models import PipelineExecution
-    from registry.services import pipeline_create
-
     # The carrier belongs to the applying user, so their run never points at a pipeline they cannot see.
     owner = user if getattr(user, "is_authenticated", False) else None
     previous = (PipelineExecution.objects.filter(workflow=workflow, workflow_version=version,
@@ -201,8 +205,6 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
                    idempotency_key: str | None = None):
     """Validate params against the workflow's declared params and start a run of its current
     version through the engine. Returns the PipelineExecution (pending; the worker runs it)."""
-    from executions.services import execution_start
-
     version = workflow.version
     pinned = WorkflowVersion.objects.filter(workflow=workflow, version=version).first()
     # Rows written before version history existed have no snapshot: their current rows are the version.
@@ -225,8 +227,6 @@ def workflow_apply(*, workflow: Workflow, user, params: Any = None, inputs: list
         if execution.workflow_id is None:
             type(execution).objects.filter(pk=execution.pk).update(workflow=workflow, workflow_version=version)
             execution.workflow_id, execution.workflow_version = workflow.pk, version
-            from registry.workflow_services import workflow_access_record
-
             workflow_access_record(workflow=workflow, user=user, kind=WorkflowAccess.Kind.APPLY)
             audit_record(action="apply", object_type="workflow", object_id=workflow.pk,
                          object_repr=f"{workflow.name} (v{version})", after={"params": resolved},
