@@ -9,9 +9,9 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.forms.utils import flatatt
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.contrib.admin.utils import unquote
+from django.db.models import OuterRef, Subquery
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -25,6 +25,7 @@ from imageflow.admin_utils import (
     service_refusal_text,
     validation_messages,
 )
+from imageflow.admin_widgets import PYTHON_WIDGETS
 from imageflow.api.errors import dag_errors_to_fields
 from imageflow.exceptions import ConflictError
 from registry import services
@@ -288,6 +289,8 @@ def _row_errors(form: forms.BaseForm, document: dict[str, Any], *, collection: s
 
 
 class WorkflowNodeForm(forms.ModelForm):
+    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
+
     class Meta:
         model = WorkflowNode
         fields = ("order_index", "node_type", "name", "parameters")
@@ -303,6 +306,8 @@ class WorkflowNodeForm(forms.ModelForm):
 
 
 class WorkflowEdgeForm(forms.ModelForm):
+    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
+
     class Meta:
         model = WorkflowEdge
         fields = ("parent_node", "child_node", "handoff_data")
@@ -369,6 +374,8 @@ class WorkflowEdgeFormSet(forms.BaseInlineFormSet):
 
 
 class WorkflowParamForm(forms.ModelForm):
+    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
+
     class Meta:
         model = WorkflowParam
         fields = ("key", "value_type", "required", "default_value", "metadata")
@@ -389,6 +396,7 @@ class WorkflowParamForm(forms.ModelForm):
 
 
 class WorkflowNodeInline(ImageFlowInline, admin.TabularInline):
+    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
     model = WorkflowNode
     form = WorkflowNodeForm
     extra = 0
@@ -396,33 +404,27 @@ class WorkflowNodeInline(ImageFlowInline, admin.TabularInline):
     readonly_fields = ("key",)
 
 
-class NodeSelect(forms.Select):
-    """Django's select, written in Python: the template select renders each option through two
-    templates (option, attrs), and the two node dropdowns of every edge row were half of a
-    workflow page's time (230 of 400 ms with 10 nodes and 9 edges). Same markup: name and attrs,
-    the empty choice, `selected`, every value and label escaped."""
-
-    def render(self, name, value, attrs=None, renderer=None):
-        widget = self.get_context(name, value, attrs)["widget"]
-        options = format_html_join("", "<option value=\"{}\"{}>{}</option>", (
-            (option["value"], flatatt(option["attrs"]), option["label"])
-            for _group, group_options, _index in widget["optgroups"] for option in group_options))
-        return format_html('<select name="{}"{}>{}</select>', widget["name"], flatatt(widget["attrs"]), options)
-
-
 class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
+    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
     model = WorkflowEdge
     form = WorkflowEdgeForm
     formset = WorkflowEdgeFormSet
     extra = 0
     fields = ("parent_node", "child_node", "handoff_data")
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        # The node dropdowns without the admin's related-object wrapper: its only link was "view
+        # the selected node" on the node's read-only page, and the nodes are on this page; the
+        # wrapper's template was a third of the rendering of an edge row.
+        if db_field.name in {"parent_node", "child_node"}:
+            return self.formfield_for_foreignkey(db_field, request, **kwargs)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         # Edges may only join nodes of the workflow being edited.
         if db_field.name in {"parent_node", "child_node"}:
             workflow_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
             kwargs["queryset"] = WorkflowNode.objects.filter(workflow_id=workflow_id) if workflow_id else WorkflowNode.objects.none()
-            kwargs["widget"] = NodeSelect
             field = super().formfield_for_foreignkey(db_field, request, **kwargs)
             # Both dropdowns of every edge row list the same nodes: read them once per request
             # (each row's form would otherwise run the query again).
@@ -434,6 +436,7 @@ class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
 
 
 class WorkflowParamInline(ImageFlowInline, admin.TabularInline):
+    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
     model = WorkflowParam
     form = WorkflowParamForm
     extra = 0
@@ -441,6 +444,10 @@ class WorkflowParamInline(ImageFlowInline, admin.TabularInline):
 
 
 class WorkflowVersionInline(admin.TabularInline):
+    """The newest SHOWN versions: a workflow gains one a save, and the page must not grow with
+    its history (the others are in Workflow versions, linked from the page's `history`)."""
+
+    SHOWN = 10
     model = WorkflowVersion
     extra = 0
     can_delete = False
@@ -448,9 +455,13 @@ class WorkflowVersionInline(admin.TabularInline):
     fields = ("version", "change", "restored_from", "created_by", "created_at")
     readonly_fields = fields
     ordering = ("-version",)
+    verbose_name_plural = f"versions (the newest {SHOWN})"
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("created_by")
+        # A filter, not a slice: the formset filters the queryset by workflow after this.
+        current = Workflow.objects.filter(pk=OuterRef("workflow_id")).values("version")[:1]
+        return (super().get_queryset(request).select_related("created_by")
+                .filter(version__gt=Subquery(current) - self.SHOWN))
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -590,7 +601,8 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
     filter_horizontal = ("tags",)
-    readonly_fields = ("picture", "version", "created_by", "request_id", "read_count", "apply_count", "reuse_count")
+    readonly_fields = ("picture", "version", "history", "created_by", "request_id", "read_count", "apply_count",
+                       "reuse_count")
     inlines = [WorkflowNodeInline, WorkflowEdgeInline, WorkflowParamInline, WorkflowVersionInline]
     actions = [apply_with_defaults]
 
@@ -604,6 +616,14 @@ class WorkflowAdmin(ImageFlowModelAdmin):
     @admin.display(description="picture")
     def picture(self, obj):
         return workflow_picture_html(obj) if obj is not None and obj.pk else "—"
+
+    @admin.display(description="history")
+    def history(self, obj):
+        if obj is None or not obj.pk:
+            return "—"
+        url = reverse("admin:registry_workflowversion_changelist", current_app=self.admin_site.name)
+        return format_html('<a href="{}?workflow__id__exact={}">All versions of this workflow</a> (the newest {} '
+                           "are listed below)", url, obj.pk, WorkflowVersionInline.SHOWN)
 
     def save_model(self, request, obj, form, change):
         # Saved with its nodes, edges and params by one service call in save_related.
