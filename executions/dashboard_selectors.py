@@ -1,12 +1,20 @@
 """Reads of the admin dashboard (executions/admin_dashboard.py): every figure is one aggregate
 query, computed by PostgreSQL (counts per day and status, failure rates, percentiles of step
-times), never a Python loop over rows."""
+times), never a Python loop over rows.
+
+The three aggregates of the last 14 days (runs per day, failure rates, slowest components; the
+percentiles sort every completed step of the window) are kept in the cache for up to
+AGGREGATES_CACHE_SECONDS (`dashboard_aggregates`), keyed by the newest run, so that a run
+created since is counted on the next view; a status change of an older run shows within that
+time. The running runs and the recent failures are read on every view."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
+from django.core.cache import cache
 from django.db.models import (
     Aggregate,
     Count,
@@ -32,6 +40,12 @@ from executions.models import (
     StepStatus,
 )
 from registry.models import Component
+
+logger = logging.getLogger(__name__)
+
+AGGREGATES_CACHE_SECONDS = 60
+# Part of the cache key: a change of what the aggregates hold must not serve old entries.
+AGGREGATES_VERSION = 1
 
 
 class PercentileCont(Aggregate):
@@ -120,3 +134,39 @@ def running_with_progress(*, limit: int = 20) -> QuerySet[PipelineExecution]:
             .annotate(steps_total=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)),
                       steps_finished=Coalesce(Subquery(done, output_field=IntegerField()), Value(0)))
             .order_by("created_at")[:limit])
+
+
+def newest_run_stamp() -> str:
+    """The newest run (created_at, id), from the index pexec_created_idx: changes when a run is
+    created (or the newest one deleted)."""
+    newest = PipelineExecution.objects.order_by("-created_at", "-id").values_list("created_at", "id").first()
+    return "none" if newest is None else f"{newest[0].isoformat()}/{newest[1]}"
+
+
+def aggregates_cache_key(*, days: int, now: datetime) -> str:
+    # The UTC day is in the key too: after midnight the chart starts on a new day.
+    today = now.astimezone(dt_timezone.utc).date().isoformat()
+    return f"admin-dashboard:{AGGREGATES_VERSION}:{days}:{today}:{newest_run_stamp()}"
+
+
+def dashboard_aggregates(*, days: int = 14, now: datetime | None = None) -> dict:
+    """{"computed_at", "days", "failure_rates", "slowest"}: the three aggregates of the last
+    `days` days, as computed at `computed_at` (at most AGGREGATES_CACHE_SECONDS before, and
+    after the newest run was created). A cache outage only costs the queries."""
+    now = now or timezone.now()
+    key = aggregates_cache_key(days=days, now=now)
+    try:
+        cached = cache.get(key)
+    except Exception:
+        logger.warning("dashboard cache unavailable (get %s)", key, exc_info=True)
+        cached = None
+    if cached is not None:
+        return cached
+    figures = {"computed_at": now, "days": runs_per_status_per_day(days=days, now=now),
+               "failure_rates": failure_rate_per_pipeline(days=days, now=now),
+               "slowest": slowest_components(days=days, now=now)}
+    try:
+        cache.set(key, figures, AGGREGATES_CACHE_SECONDS)
+    except Exception:
+        logger.warning("dashboard cache unavailable (set %s)", key, exc_info=True)
+    return figures

@@ -105,3 +105,43 @@ def test_the_dashboard_is_for_staff(rows):
 
 def test_a_step_counts_where_it_ran(rows):
     assert ComponentExecution.objects.filter(component__name="slow").count() == 5
+
+
+def test_the_aggregates_are_kept_a_minute_and_the_page_says_how_old_they_are(staff_client, rows):
+    # given a dashboard just viewed
+    first = staff_client.get("/admin/dashboard/").content.decode()
+    assert "88.0 ms" in first and "computed at" in first and "recomputed after 60 s" in first
+    # when a step time changes without a new run
+    ComponentExecution.objects.filter(component__name="slow", execution_time_ms=100).update(execution_time_ms=200)
+    # then the next view shows the kept figures, with the time they were computed
+    again = staff_client.get("/admin/dashboard/")
+    assert "88.0 ms" in again.content.decode()
+    assert again.context["computed_at"] < timezone.now()
+    assert 0 <= again.context["figures_age_seconds"] <= selectors.AGGREGATES_CACHE_SECONDS
+    # and once the kept entry is gone (its minute is over) they are computed again
+    from django.core.cache import cache
+
+    cache.delete(selectors.aggregates_cache_key(days=14, now=timezone.now()))
+    assert "168.0 ms" in staff_client.get("/admin/dashboard/").content.decode()  # 40 + 0.8 * 160
+
+
+def test_a_new_run_is_counted_on_the_next_view(staff_client, rows):
+    # given a dashboard just viewed, counting every run of the 14 days
+    before = staff_client.get("/admin/dashboard/").context["runs_total"]
+    # when a run is created
+    _run(rows["a"], "pending")
+    # then the next view counts it (the kept figures are keyed by the newest run)
+    assert staff_client.get("/admin/dashboard/").context["runs_total"] == before + 1
+
+
+def test_the_running_runs_and_failures_are_live(staff_client, rows):
+    # given a dashboard just viewed
+    staff_client.get("/admin/dashboard/")
+    # when an older run fails meanwhile (no new run: the kept aggregates stay)
+    running = rows["a"].executions.get(status="running")
+    PipelineExecution.objects.filter(pk=running.pk).update(status="failed", error_message="live: worker lost",
+                                                           completed_at=timezone.now())
+    # then it leaves "Running now" and shows in the recent failures at once
+    response = staff_client.get("/admin/dashboard/")
+    assert running.pk not in {r.pk for r in response.context["running"]}
+    assert "live: worker lost" in response.content.decode()
