@@ -1,56 +1,68 @@
-"""Full-text log search latency through the API's query code (`executions.logstore.queries`:
-simple query string, filters, highlighting, search_after) over N records, with the same query
-mix over N/10 records as the baseline of the same run.
+"""Log search latency through the API, against the same queries sent straight to the search
+server, same server, same corpus, same run.
 
-    .venv/bin/python bench/logs_search.py [--records 100000] [--queries 200]
+    .venv/bin/python bench/logs_search.py [--records 20000] [--queries 240]
 
-Runs its own osmem-server on a free port (in-memory; its memory is printed, then freed).
-Documents are loaded with plain `_bulk` requests through the project's index template.
-Target (issue 5): p95 < 100 ms over 1,000,000 records; the in-memory server's footprint bounds
-how many fit on this machine (see the printed RSS per record).
+Loads `--records` documents into an osmem-server of its own (plain `_bulk` through the project's
+index template), serves the project with uvicorn (one process, as `make run` serves it, pointed at
+that server), and for each query of a mix (phrase, words, words+level, words+7-day range,
+level+pipeline, one run's records) times, in alternating order from the same client process:
+- the API: `GET /api/v1/logs/?q=...` as a (non-staff) user with a token: HTTP, middleware, auth,
+  DRF, the query built by `executions.logstore.queries`, the search, the page rendered;
+- the baseline: the very request body the API sends (`queries.search_request`), POSTed straight
+  to the server's `_search` with the same HTTP client.
+Each pair must agree on the number of matches. Prints median and p95 of both and their ratio, by
+kind and over the mix. Target (issue 14): API p95 <= 1.2 x the baseline's p95.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import socket
+import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from live_common import WORDS, SeparateSearchServer, django_setup, fake_level, fake_message, percentile  # noqa: E402
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 SPAN_SECONDS = 90 * 24 * 3600  # three monthly indices
+PREFIX = "bench-search"
+KINDS = ("phrase", "words", "words+level", "words+range", "level+pipeline", "one run")
 
 
-def load(client, index_name_for, *, first: int, count: int, rng, executions, pipelines, batch: int = 5000) -> None:
-    for offset in range(first, first + count, batch):
+def load(client, index_name_for, *, count: int, rng, executions, pipelines, owner_id: str, batch: int = 5000) -> None:
+    for offset in range(0, count, batch):
         lines = []
-        for record_id in range(offset, min(offset + batch, first + count)):
+        for record_id in range(offset, min(offset + batch, count)):
             when = START + timedelta(seconds=rng.randrange(SPAN_SECONDS), microseconds=rng.randrange(1000) * 1000)
             execution = rng.choice(executions)
             source = {
                 "record_id": record_id, "execution_id": execution, "pipeline_id": pipelines[hash(execution) % len(pipelines)],
-                "pipeline_name": "bench", "owner_id": None, "step_id": None, "node_id": f"node-{rng.randint(0, 9)}",
+                "pipeline_name": "bench", "owner_id": owner_id, "step_id": None, "node_id": f"node-{rng.randint(0, 9)}",
                 "component": rng.choice(["resize", "blur", "crop", "external"]), "level": fake_level(rng),
                 "message": fake_message(rng), "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
                 "extra": {"attempt": 1},
             }
-            lines.append(json.dumps({"index": {"_index": index_name_for(when), "_id": str(record_id)}}))
+            lines.append(json.dumps({"index": {"_index": index_name_for(when), "_id": f"{execution}.{record_id}"}}))
             lines.append(json.dumps(source))
         response = client.bulk(operations="\n".join(lines) + "\n")
         assert not response["errors"], json.dumps(response)[:300]
 
 
 def query_mix(rng, executions, pipelines, n: int) -> list[tuple[str, dict]]:
+    """(kind, options of `queries.search_request`) for n queries."""
     mix = []
     for i in range(n):
-        kind = ("phrase", "words", "words+level", "words+range", "level+pipeline", "execution page")[i % 6]
+        kind = KINDS[i % len(KINDS)]
         a, b = rng.choice(WORDS), rng.choice(WORDS)
         since = START + timedelta(days=rng.randint(0, 80))
         options = {
@@ -59,75 +71,135 @@ def query_mix(rng, executions, pipelines, n: int) -> list[tuple[str, dict]]:
             "words+level": {"text": a, "levels": ["error", "warning"]},
             "words+range": {"text": f"{a} {b}", "since": since, "until": since + timedelta(days=7)},
             "level+pipeline": {"levels": ["error"], "pipelines": [rng.choice(pipelines)]},
-            "execution page": {"execution_id": rng.choice(executions)},
+            "one run": {"executions": [rng.choice(executions)]},
         }[kind]
         mix.append((kind, options))
     return mix
 
 
-def measure(mix) -> dict[str, list[float]]:
-    from executions.logstore import queries
-
-    timings: dict[str, list[float]] = {}
-    for kind, options in mix:
-        started = time.perf_counter()
-        if kind == "execution page":
-            page = queries.execution_logs(size=100, **options)
-        else:
-            page = queries.search_logs(size=50, **options)
-        timings.setdefault(kind, []).append((time.perf_counter() - started) * 1000)
-        assert page.total >= 0
-    return timings
+def api_params(options: dict) -> dict:
+    params = {"page_size": 50}
+    if options.get("text"):
+        params["q"] = options["text"]
+    for option, name in (("levels", "level"), ("pipelines", "pipeline"), ("executions", "execution")):
+        if options.get(option):
+            params[name] = ",".join(options[option])
+    for name in ("since", "until"):
+        if options.get(name):
+            params[name] = options[name].isoformat()
+    return params
 
 
-def report(label: str, timings: dict[str, list[float]]) -> float:
-    every = [t for values in timings.values() for t in values]
-    parts = ", ".join(f"{kind} p95 {percentile(values, 95):.1f}" for kind, values in timings.items())
-    p95 = percentile(every, 95)
-    print(f"  {label}: all queries median {sorted(every)[len(every) // 2]:.1f} ms p95 {p95:.1f} ms  ({parts} ms)")
-    return p95
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=240)
     args = parser.parse_args()
-    django_setup()
-    from django.test import override_settings
+    os.environ.setdefault("DATABASE_NAME", "imageflow_live")
+    os.environ.setdefault("DEBUG", "false")
+    sys.path.insert(0, str(ROOT))
+    from bench._setup import ensure_database
 
+    ensure_database()
+    django_setup()
+    import requests
+    from django.test import override_settings
+    from rest_framework.authtoken.models import Token
+
+    from executions.logstore import queries
     from executions.logstore.documents import alias_name, ensure_template, monthly_index_name
+    from imageflow.accounts.models import User
     from imageflow.search import build_client
 
+    user, _ = User.objects.get_or_create(username="bench-log-search", defaults={"is_staff": False})
+    token, _ = Token.objects.get_or_create(user=user)
     rng = random.Random(7)
     executions = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2000)]
     pipelines = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(50)]
-    with SeparateSearchServer() as server, override_settings(
-        ELASTICSEARCH_URL=server.url, ELASTICSEARCH_INDEX_PREFIX="bench-search", ELASTICSEARCH_TIMEOUT_SECONDS=120.0,
-    ):
+    with SeparateSearchServer() as server, override_settings(ELASTICSEARCH_URL=server.url,
+                                                             ELASTICSEARCH_INDEX_PREFIX=PREFIX):
         client = build_client(url=server.url, timeout_seconds=120.0)
         ensure_template(client)
-        base_rss = server.rss_mb()
-        small = max(1, args.records // 10)
-        print(f"logs_search: {args.queries} queries per size (phrase, words, words+level, words+range, "
-              f"level+pipeline, one run's page), own osmem-server at {server.url}")
         started = time.monotonic()
-        load(client, monthly_index_name, first=0, count=small, rng=rng, executions=executions, pipelines=pipelines)
-        client.indices.refresh(index=alias_name())
-        print(f"  loaded {small:,} records in {time.monotonic() - started:.1f} s")
-        measure(query_mix(rng, executions, pipelines, 12))  # warm-up
-        baseline = report(f"baseline {small:>9,} records", measure(query_mix(rng, executions, pipelines, args.queries)))
-        started = time.monotonic()
-        load(client, monthly_index_name, first=small, count=args.records - small, rng=rng, executions=executions,
-             pipelines=pipelines)
+        load(client, monthly_index_name, count=args.records, rng=rng, executions=executions, pipelines=pipelines,
+             owner_id=str(user.pk))
         client.indices.refresh(index=alias_name())
         stored = client.count(index=alias_name())["count"]
-        rss = server.rss_mb()
-        print(f"  loaded {args.records - small:,} more in {time.monotonic() - started:.1f} s; {stored:,} stored; "
-              f"search server RSS {rss:,.0f} MB (~{(rss - base_rss) * 1e3 / stored:.1f} kB per record)")
-        full = report(f"full     {stored:>9,} records", measure(query_mix(rng, executions, pipelines, args.queries)))
-        print(f"  p95 ratio full / baseline = {full / baseline:.2f}; target p95 < 100 ms at this size: "
-              f"{'MET' if full < 100 else 'NOT MET'} ({full:.1f} ms)")
+        print(f"logs_search: {stored:,} records loaded in {time.monotonic() - started:.1f} s into {server.url}; "
+              f"{args.queries} queries; load average {os.getloadavg()[0]:.1f}")
+
+        port = free_port()
+        env = {**os.environ, "ELASTICSEARCH_URL": server.url, "ELASTICSEARCH_INDEX_PREFIX": PREFIX,
+               "LOG_LEVEL": "WARNING"}
+        logs = ROOT / "var" / "log"
+        logs.mkdir(parents=True, exist_ok=True)
+        web = subprocess.Popen(
+            [str(Path(sys.executable).parent / "uvicorn"), "imageflow.asgi:application", "--host", "127.0.0.1",
+             "--port", str(port), "--lifespan", "off", "--no-access-log"],
+            cwd=ROOT, env=env, stdout=(logs / "bench-logs-search-web.log").open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            api, direct = requests.Session(), requests.Session()
+            api.headers["Authorization"] = f"Token {token.key}"
+            for _ in range(300):
+                try:
+                    if api.get(f"{base}/livez", timeout=2).ok:
+                        break
+                except requests.RequestException:
+                    pass
+                time.sleep(0.2)
+
+            def through_api(options: dict) -> tuple[float, int]:
+                began = time.perf_counter()
+                response = api.get(f"{base}/api/v1/logs/", params=api_params(options), timeout=60)
+                elapsed = (time.perf_counter() - began) * 1000
+                assert response.status_code == 200, response.text[:300]
+                return elapsed, response.json()["count"]
+
+            def straight(options: dict) -> tuple[float, int]:
+                index, body = queries.search_request(owner_id=user.pk, size=50, **options)
+                params = {} if index == alias_name() else {"ignore_unavailable": "true", "allow_no_indices": "true"}
+                began = time.perf_counter()
+                response = direct.post(f"{server.url}/{index}/_search", params=params, data=json.dumps(body),
+                                       headers={"Content-Type": "application/json"}, timeout=60)
+                elapsed = (time.perf_counter() - began) * 1000
+                assert response.status_code == 200, response.text[:300]
+                return elapsed, response.json()["hits"]["total"]["value"]
+
+            for _, options in query_mix(rng, executions, pipelines, 24):  # warm-up: connections, caches
+                through_api(options)
+                straight(options)
+            timings: dict[str, dict[str, list[float]]] = {"api": {}, "direct": {}}
+            for number, (kind, options) in enumerate(query_mix(rng, executions, pipelines, args.queries)):
+                pair = (("api", through_api), ("direct", straight))
+                counts = {}
+                for side, call in (pair if number % 2 == 0 else pair[::-1]):
+                    elapsed, counts[side] = call(options)
+                    timings[side].setdefault(kind, []).append(elapsed)
+                assert counts["api"] == counts["direct"], (kind, options, counts)
+        finally:
+            web.terminate()
+            web.wait(timeout=30)
+
+    def line(label: str, api_ms: list[float], direct_ms: list[float]) -> float:
+        api_p95, direct_p95 = percentile(api_ms, 95), percentile(direct_ms, 95)
+        print(f"  {label:<15} API median {percentile(api_ms, 50):6.1f} p95 {api_p95:6.1f} ms | straight to the "
+              f"server median {percentile(direct_ms, 50):6.1f} p95 {direct_p95:6.1f} ms | p95 ratio "
+              f"{api_p95 / direct_p95:.2f}")
+        return api_p95 / direct_p95
+
+    for kind in KINDS:
+        line(kind, timings["api"][kind], timings["direct"][kind])
+    every = {side: [t for values in by_kind.values() for t in values] for side, by_kind in timings.items()}
+    ratio = line("all queries", every["api"], every["direct"])
+    print(f"  API p95 / straight p95 = {ratio:.2f}; target <= 1.20: {'MET' if ratio <= 1.2 else 'NOT MET'}")
 
 
 if __name__ == "__main__":

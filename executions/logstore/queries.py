@@ -128,15 +128,13 @@ def execution_logs(
     return _page(_search(client or get_client(), body), size)
 
 
-def search_logs(
+def search_request(
     *, text: str = "", owner_id=None, levels=None, pipelines=None, executions=None, nodes=None,
     components=None, since: datetime | None = None, until: datetime | None = None,
-    cursor: str | None = None, size: int = 50, client: Elasticsearch | None = None,
-) -> LogPage:
-    """Full-text search across runs, newest first, with highlighted matches.
-
-    `text` is a simple query string: words (all must match), "quoted phrases", -exclusions,
-    prefix*. `owner_id` limits the search to the runs of one user (non-staff callers)."""
+    cursor: str | None = None, size: int = 50,
+) -> tuple[str, dict]:
+    """The indices and the body `search_logs` sends (bench/logs_search.py sends the same straight
+    to the server as its baseline)."""
     filters = [
         *_terms("owner_id", [owner_id] if owner_id is not None else None),
         *_terms("level", levels), *_terms("pipeline_id", pipelines), *_terms("execution_id", executions),
@@ -160,7 +158,17 @@ def search_logs(
         }
     if cursor:
         body["search_after"] = decode_cursor(cursor)
-    return _page(_search(client or get_client(), body, index=_indices(since, until)), size)
+    return _indices(since, until), body
+
+
+def search_logs(*, size: int = 50, client: Elasticsearch | None = None, **options) -> LogPage:
+    """Full-text search across runs, newest first, with highlighted matches.
+
+    `text` is a simple query string: words (all must match), "quoted phrases", -exclusions,
+    prefix*. `owner_id` limits the search to the runs of one user (non-staff callers). The other
+    options (filters, time range, cursor) are those of `search_request`."""
+    index, body = search_request(size=size, **options)
+    return _page(_search(client or get_client(), body, index=index), size)
 
 
 def execution_logs_from_database(
