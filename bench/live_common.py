@@ -96,3 +96,27 @@ class SeparateSearchServer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+
+class ExistingSearchServer:
+    """A search server the benchmark does not own (`--search-url`, e.g. a real Elasticsearch node):
+    used as it is, its indices of the benchmark's prefix deleted by the benchmark, never stopped."""
+
+    process = None
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+
+    def __enter__(self):
+        return self
+
+    def rss_mb(self) -> float:
+        return float("nan")
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def search_server(url: str | None):
+    """`--search-url` given: that server; otherwise an osmem-server of the benchmark's own."""
+    return ExistingSearchServer(url) if url else SeparateSearchServer()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_common import WORDS, SeparateSearchServer, django_setup, fake_level, fake_message, percentile  # noqa: E402
+from live_common import WORDS, django_setup, fake_level, fake_message, percentile, search_server  # noqa: E402
 
 START = datetime(2026, 9, 1, tzinfo=UTC)
 SPAN_SECONDS = 90 * 24 * 3600  # three monthly indices
@@ -100,6 +100,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=20_000)
     parser.add_argument("--queries", type=int, default=240)
+    parser.add_argument("--search-url", help="an existing search server (a real Elasticsearch node: also set "
+                        "ELASTICSEARCH_PLAIN_JSON=false) instead of an osmem-server of the benchmark's own")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_NAME", "imageflow_live")
     os.environ.setdefault("DEBUG", "false")
@@ -113,7 +115,7 @@ def main() -> None:
     from rest_framework.authtoken.models import Token
 
     from executions.logstore import queries
-    from executions.logstore.documents import alias_name, ensure_template, monthly_index_name
+    from executions.logstore.documents import alias_name, delete_log_indices, ensure_template, monthly_index_name
     from imageflow.accounts.models import User
     from imageflow.search import build_client
 
@@ -122,9 +124,10 @@ def main() -> None:
     rng = random.Random(7)
     executions = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(2000)]
     pipelines = [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(50)]
-    with SeparateSearchServer() as server, override_settings(ELASTICSEARCH_URL=server.url,
+    with search_server(args.search_url) as server, override_settings(ELASTICSEARCH_URL=server.url,
                                                              ELASTICSEARCH_INDEX_PREFIX=PREFIX):
         client = build_client(url=server.url, timeout_seconds=120.0)
+        delete_log_indices(client)  # an existing server may hold an earlier run's
         ensure_template(client)
         started = time.monotonic()
         load(client, monthly_index_name, count=args.records, rng=rng, executions=executions, pipelines=pipelines,
@@ -187,6 +190,7 @@ def main() -> None:
         finally:
             web.terminate()
             web.wait(timeout=30)
+            delete_log_indices(client)
 
     def line(label: str, api_ms: list[float], direct_ms: list[float]) -> float:
         api_p95, direct_p95 = percentile(api_ms, 95), percentile(direct_ms, 95)

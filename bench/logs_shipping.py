@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from live_common import SeparateSearchServer, django_setup, fake_level, fake_message  # noqa: E402
+from live_common import django_setup, fake_level, fake_message, search_server  # noqa: E402
 
 SHIP_PREFIX, RAW_PREFIX = "bench-ship", "bench-raw"
 
@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--executions", type=int, default=50)
     parser.add_argument("--profile", action="store_true", help="cProfile the shipper in the last round")
+    parser.add_argument("--search-url", help="an existing search server (a real Elasticsearch node: also set "
+                        "ELASTICSEARCH_PLAIN_JSON=false) instead of an osmem-server of the benchmark's own")
     args = parser.parse_args()
     os.environ.setdefault("DATABASE_NAME", "imageflow_live")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -93,11 +95,13 @@ def main() -> None:
     me = psutil.Process()
 
     def cpu(process) -> float:
+        if process is None:  # --search-url: not a process of this machine's to measure
+            return float("nan")
         times = process.cpu_times()
         return times.user + times.system
 
-    with SeparateSearchServer() as server:
-        search = psutil.Process(server.process.pid)
+    with search_server(args.search_url) as server:
+        search = psutil.Process(server.process.pid) if server.process else None
 
         def cpu_now() -> tuple[float, float, float]:
             return cpu(search), cpu(me), cpu(backend)
@@ -116,6 +120,9 @@ def main() -> None:
                 busy[0] += time.perf_counter() - begin
 
         client.bulk = timed_bulk
+        for prefix in (RAW_PREFIX, SHIP_PREFIX):  # an existing server may hold an earlier run's
+            with override_settings(ELASTICSEARCH_INDEX_PREFIX=prefix):
+                delete_log_indices(client)
 
         def baseline(bodies: list[str]) -> float:
             started = time.perf_counter()

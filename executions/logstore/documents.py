@@ -74,5 +74,10 @@ def ensure_template(client: Elasticsearch | None = None) -> None:
 
 
 def delete_log_indices(client: Elasticsearch | None = None) -> None:
+    """Deletes this prefix's monthly indices by name: Elasticsearch 8 refuses a wildcard delete
+    (`action.destructive_requires_name` is on by default)."""
     es = client or get_client()
-    es.options(ignore_status=404).indices.delete(index=index_name("logs-*"))
+    names = sorted(es.indices.get(index=index_name("logs-*"), expand_wildcards="all", allow_no_indices=True,
+                                  ignore_unavailable=True))
+    if names:
+        es.options(ignore_status=404).indices.delete(index=",".join(names))
