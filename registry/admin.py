@@ -289,8 +289,6 @@ def _row_errors(form: forms.BaseForm, document: dict[str, Any], *, collection: s
 
 
 class WorkflowNodeForm(forms.ModelForm):
-    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
-
     class Meta:
         model = WorkflowNode
         fields = ("order_index", "node_type", "name", "parameters")
@@ -306,8 +304,6 @@ class WorkflowNodeForm(forms.ModelForm):
 
 
 class WorkflowEdgeForm(forms.ModelForm):
-    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
-
     class Meta:
         model = WorkflowEdge
         fields = ("parent_node", "child_node", "handoff_data")
@@ -374,8 +370,6 @@ class WorkflowEdgeFormSet(forms.BaseInlineFormSet):
 
 
 class WorkflowParamForm(forms.ModelForm):
-    default_renderer = PYTHON_WIDGETS  # one form per row: its widgets rendered in Python
-
     class Meta:
         model = WorkflowParam
         fields = ("key", "value_type", "required", "default_value", "metadata")
@@ -395,8 +389,20 @@ class WorkflowParamForm(forms.ModelForm):
         return data
 
 
-class WorkflowNodeInline(ImageFlowInline, admin.TabularInline):
-    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
+class PythonRowsInline:
+    """A tabular inline whose rows (registry/templatetags/inline_rows.py) and widgets
+    (imageflow/admin_widgets.py) are written in Python, with the markup of Django's templates:
+    the workflow page has a form for every node, edge and param, and the templates' walk over
+    every cell was most of its time."""
+
+    template = "admin/registry/workflow/tabular_inline.html"
+
+    def get_formset(self, request, obj=None, **kwargs):
+        # The formset's renderer: its management form and every row's form use it.
+        return super().get_formset(request, obj, renderer=PYTHON_WIDGETS, **kwargs)
+
+
+class WorkflowNodeInline(PythonRowsInline, ImageFlowInline, admin.TabularInline):
     model = WorkflowNode
     form = WorkflowNodeForm
     extra = 0
@@ -404,8 +410,7 @@ class WorkflowNodeInline(ImageFlowInline, admin.TabularInline):
     readonly_fields = ("key",)
 
 
-class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
-    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
+class WorkflowEdgeInline(PythonRowsInline, ImageFlowInline, admin.TabularInline):
     model = WorkflowEdge
     form = WorkflowEdgeForm
     formset = WorkflowEdgeFormSet
@@ -435,8 +440,7 @@ class WorkflowEdgeInline(ImageFlowInline, admin.TabularInline):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class WorkflowParamInline(ImageFlowInline, admin.TabularInline):
-    template = "admin/registry/workflow/tabular_inline.html"  # rows written in Python
+class WorkflowParamInline(PythonRowsInline, ImageFlowInline, admin.TabularInline):
     model = WorkflowParam
     form = WorkflowParamForm
     extra = 0
@@ -511,6 +515,7 @@ class WorkflowAdminForm(forms.ModelForm):
     """Carries the version the page was loaded at: saving over a newer version (an API edit made
     meanwhile) is refused instead of silently overwriting it, as in the API (409)."""
 
+    default_renderer = PYTHON_WIDGETS  # the same markup as Django's widget templates, drawn faster
     based_on_version = forms.IntegerField(widget=forms.HiddenInput, required=False)
 
     class Meta:

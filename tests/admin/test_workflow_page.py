@@ -9,6 +9,7 @@ import re
 
 import pytest
 from django.db import connection
+from django.forms.renderers import DjangoTemplates
 from django.test.utils import CaptureQueriesContext
 
 from registry import admin as registry_admin
@@ -21,8 +22,6 @@ from tests.registry.conftest import sample_document
 pytestmark = pytest.mark.django_db
 
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-INLINES = (registry_admin.WorkflowNodeInline, registry_admin.WorkflowEdgeInline, registry_admin.WorkflowParamInline)
-FORMS = (registry_admin.WorkflowNodeForm, registry_admin.WorkflowEdgeForm, registry_admin.WorkflowParamForm)
 
 
 def _normalized(html: str) -> str:
@@ -32,10 +31,10 @@ def _normalized(html: str) -> str:
 
 
 def _by_django_templates(monkeypatch) -> None:
-    for inline in INLINES:
-        monkeypatch.setattr(inline, "template", "admin/edit_inline/tabular.html")
-    for form in FORMS:
-        monkeypatch.setattr(form, "default_renderer", None)
+    # The page as Django's own templates draw it: the reference the Python rows must match.
+    monkeypatch.setattr(registry_admin.PythonRowsInline, "template", "admin/edit_inline/tabular.html")
+    monkeypatch.setattr(registry_admin, "PYTHON_WIDGETS", DjangoTemplates())
+    monkeypatch.setattr(registry_admin.WorkflowAdminForm, "default_renderer", None)
 
 
 def _nodes(n: int) -> dict:
