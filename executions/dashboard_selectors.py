@@ -118,7 +118,10 @@ def recent_failures(*, limit: int = 10) -> QuerySet[PipelineExecution]:
     """The latest failed runs, with the node and message of their first failed step."""
     failed_step = (ComponentExecution.objects.filter(execution_id=OuterRef("pk"), status=StepStatus.FAILED)
                    .order_by("completed_at", "created_at"))
+    # Only the columns shown: the runs' JSON (inputs, outputs) and the pipelines' definitions
+    # were most of what the sort of the failed runs carried.
     return (PipelineExecution.objects.filter(status=ExecutionStatus.FAILED).select_related("pipeline")
+            .only("id", "status", "error_message", "completed_at", "created_at", "pipeline__id", "pipeline__name")
             .annotate(failed_node=Subquery(failed_step.values("node_id")[:1]),
                       failed_step_error=Subquery(failed_step.values("error_message")[:1]))
             .order_by(F("completed_at").desc(nulls_last=True), "-created_at")[:limit])
@@ -130,7 +133,7 @@ def running_with_progress(*, limit: int = 20) -> QuerySet[PipelineExecution]:
     total = steps.annotate(n=Count("id")).values("n")
     done = steps.filter(status__in=list(FINISHED_STEP_STATUSES)).annotate(n=Count("id")).values("n")
     return (PipelineExecution.objects.filter(status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING])
-            .select_related("pipeline")
+            .select_related("pipeline").only("id", "status", "created_at", "pipeline__id", "pipeline__name")
             .annotate(steps_total=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)),
                       steps_finished=Coalesce(Subquery(done, output_field=IntegerField()), Value(0)))
             .order_by("created_at")[:limit])
