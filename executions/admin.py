@@ -115,7 +115,7 @@ class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOn
 
     class Media:
         css = PICTURE_MEDIA_CSS
-        js = ("executions/dag_live.js",)
+        js = ("executions/dag_live.js", "executions/timeline_live.js")
 
     @admin.display(description="picture")
     def picture(self, obj):

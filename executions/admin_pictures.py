@@ -1,6 +1,7 @@
 """The pictures of a run's admin page: its DAG with nodes colored by step status (the live
 panel's script moves the colors on as the run goes), and the run timeline (a Gantt chart of the
-steps: start, end, duration, status), drawn server-side from one query of the steps."""
+steps: start, end, duration, status), drawn server-side from one query of the steps and redrawn
+by timeline_live.js from each live state the panel receives."""
 
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def timeline_rows(steps: list[dict[str, Any]], *, now: datetime) -> dict[str, An
 
 
 def execution_timeline_html(execution: PipelineExecution, *, now: datetime) -> SafeString:
+    # In a box that executions/static/executions/timeline_live.js redraws from each live state.
+    return format_html('<div id="run-timeline-live" data-role="run-timeline-live">{}</div>',
+                       _timeline_table(execution, now=now))
+
+
+def _timeline_table(execution: PipelineExecution, *, now: datetime) -> SafeString:
     chart = timeline_rows(execution_steps_for_pictures(execution), now=now)
     if not chart["rows"]:
         return mark_safe('<p class="run-timeline-empty">No step has started yet.</p>')

@@ -106,8 +106,15 @@ def test_staff_upload_build_run_watch_fail_cancel_and_dashboard(stack, staff_pag
     page.wait_for_function("() => document.querySelectorAll('#dag-live g.dag-status-completed').length === 3",
                            timeout=30000)
     assert "100%" in page.locator('[data-role="counts"]').inner_text()
-    page.reload()  # the timeline is drawn by the server: three bars, one per step, all completed
+    # the timeline followed the run on the page (opened before its steps ran): three bars, all completed
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'#run-timeline-live tr.tl-row .tl-bar.status-completed').length === 3", timeout=30000)
+    live_rows = page.locator("#run-timeline-live tr.tl-row").evaluate_all("rows => rows.map(r => r.dataset.nodeId)")
+    assert all(re.search(r"\d( ms| s)", text) for text in page.locator("#run-timeline-live .tl-time").all_inner_texts())
+    page.reload()  # and the server draws the same chart: the same rows, all completed
     assert page.locator('[data-role="run-timeline"] tr.tl-row .tl-bar.status-completed').count() == 3
+    assert page.locator("#run-timeline-live tr.tl-row").evaluate_all("rows => rows.map(r => r.dataset.nodeId)") \
+        == live_rows
     shot(page, "04-run-completed")
     run.refresh_from_db()
     assert run.status == ExecutionStatus.COMPLETED and run.input_data["parameters"] == {"step1": {"width": 120}}
@@ -138,6 +145,9 @@ def test_staff_upload_build_run_watch_fail_cancel_and_dashboard(stack, staff_pag
     slow = _build_pipeline(page, "browser: slow", [("passthrough", {"sleep_seconds": 60})], chain=False)
     long_run = _run_from_the_form(page, slow, files[:1], {})
     _wait_live_status(page, "running")
+    # its running step shows on the timeline as it runs
+    page.wait_for_function("() => document.querySelector('#run-timeline-live .tl-bar.status-running') !== null",
+                           timeout=30000)
     page.click('[data-role="run-cancel"]')
     page.wait_for_load_state()
     wait_for(lambda: PipelineExecution.objects.get(pk=long_run.pk).status == ExecutionStatus.CANCELLED, timeout=30,
