@@ -4,7 +4,7 @@ server, same server, same corpus, same run.
     .venv/bin/python bench/logs_search.py [--records 20000] [--queries 240]
 
 Loads `--records` documents into an osmem-server of its own (plain `_bulk` through the project's
-index template), serves the project with uvicorn (one process, as `make run` serves it, pointed at
+index template), serves the project with one uvicorn process (`imageflow.asgi`, pointed at
 that server), and for each query of a mix (phrase, words, words+level, words+7-day range,
 level+pipeline, one run's records) times, in alternating order from the same client process:
 - the API: `GET /api/v1/logs/?q=...` as a (non-staff) user with a token: HTTP, middleware, auth,
