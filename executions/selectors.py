@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, F, QuerySet
 
 from executions.models import (
     FINISHED_STEP_STATUSES,
@@ -32,10 +32,9 @@ def execution_progress(execution: PipelineExecution, *, steps: list[ComponentExe
 
 
 def execution_steps(execution: PipelineExecution) -> QuerySet[ComponentExecution]:
-    """A run's steps in order, with their component's name and version (not its schemas: a status
-    poll would decode every component's JSON Schema for nothing)."""
-    return (execution.steps.select_related("component")
-            .defer("component__description", "component__docker_image", "component__input_schema",
-                   "component__output_schema", "component__resource_requirements")
+    """A run's steps in order, each with its component's name and version as `component_name` and
+    `component_version` (annotated: a status poll neither loads the component rows, their JSON
+    Schemas included, nor pays for a join's second model per row)."""
+    return (execution.steps.annotate(component_name=F("component__name"), component_version=F("component__version"))
             .order_by("created_at", "node_id"))
 

@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from executions.models import ComponentExecution, PipelineExecution
 from executions.selectors import execution_progress, execution_steps
+from imageflow.api.serializers import ModelSerializer
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -33,7 +34,7 @@ class UTCDateTimeField(serializers.DateTimeField):
         return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-class ComponentExecutionSerializer(serializers.ModelSerializer):
+class ComponentExecutionSerializer(ModelSerializer):
     component = serializers.SerializerMethodField()
     input_data = serializers.JSONField(read_only=True)
     output_data = serializers.JSONField(read_only=True)
@@ -51,6 +52,8 @@ class ComponentExecutionSerializer(serializers.ModelSerializer):
     @extend_schema_field({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"},
                                                            "name": {"type": "string"}, "version": {"type": "string"}}})
     def get_component(self, obj) -> dict:
+        if hasattr(obj, "component_name"):  # annotated by executions.selectors.execution_steps
+            return {"id": str(obj.component_id), "name": obj.component_name, "version": obj.component_version}
         return {"id": str(obj.component_id), "name": obj.component.name, "version": obj.component.version}
 
 
@@ -76,7 +79,7 @@ class _UrlSchema(ExecutionUrlField):
     pass
 
 
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(ModelSerializer):
     url = _UrlSchema()
     pipeline_name = serializers.SerializerMethodField()
     started_at = UTCDateTimeField(read_only=True, allow_null=True)
