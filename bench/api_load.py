@@ -159,6 +159,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8097)
     parser.add_argument("--poll-interval", type=float, default=0.0,
                         help="seconds a client waits before each status poll (0: closed loop, no pause)")
+    parser.add_argument("--worker-niceness", type=int, default=None,
+                        help="WORKER_NICENESS of the worker (default: the setting's, as under `make run`; 0: same "
+                             "priority as the web)")
     options = parser.parse_args()
 
     ensure_database()
@@ -176,6 +179,8 @@ def main() -> None:
     from imageflow.accounts.models import User
     from registry.models import Pipeline
 
+    if options.worker_niceness is None:
+        options.worker_niceness = settings.WORKER_NICENESS
     call_command("migrate", verbosity=0)
     builtin_components_register()
     user, _ = User.objects.get_or_create(username="load-bench")
@@ -195,8 +200,8 @@ def main() -> None:
     worker = subprocess.Popen(
         [str(venv_bin / "celery"), "-A", "imageflow", "worker", "--concurrency=2", "-Q",
          settings.CELERY_TASK_DEFAULT_QUEUE, "--loglevel=WARNING", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env={**env, "CELERY_DB_REUSE_MAX": "1000"}, stdout=(logs / "bench-load-worker.log").open("wb"),
-        stderr=subprocess.STDOUT, start_new_session=True)
+        cwd=ROOT, env={**env, "CELERY_DB_REUSE_MAX": "1000", "WORKER_NICENESS": str(options.worker_niceness)},
+        stdout=(logs / "bench-load-worker.log").open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     web = subprocess.Popen(
         [str(venv_bin / "uvicorn"), "imageflow.asgi:application", "--host", "127.0.0.1", "--port", str(options.port),
          "--lifespan", "off", "--ws", "websockets-sansio", "--workers", str(options.web_processes), "--no-access-log"],
@@ -256,7 +261,7 @@ def main() -> None:
     print(f"clients: {options.clients}, each starting a run and polling it 3 times, "
           f"{'without pause' if not options.poll_interval else f'{options.poll_interval:g} s between polls'}")
     print(f"web: {options.web_processes} uvicorn processes, pool max {settings.DATABASE_POOL_MAX_SIZE} each; "
-          f"worker: 2 processes")
+          f"worker: 2 processes at niceness {options.worker_niceness}")
     print(summary("baseline (1 client)", baseline))
     print(summary(f"load ({options.clients} clients)", answers))
     loaded = [s * 1000 for k, st, s in answers if k == "status" and st == 200]

@@ -16,6 +16,9 @@ def _configure_worker(**kwargs) -> None:
     configure_worker_sessions()
     from django.conf import settings
 
+    if settings.WORKER_NICENESS:
+        os.nice(settings.WORKER_NICENESS)  # before the pool forks: its processes inherit it
+
     if settings.WORKER_METRICS_PORT:
         from imageflow.metrics import start_worker_exporter
 

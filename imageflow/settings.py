@@ -330,6 +330,12 @@ LOGGING["handlers"]["console"]["formatter"] = "json" if LOG_FORMAT == "json" els
 METRICS_TOKEN = env.str("METRICS_TOKEN", "")
 # A Celery worker serves its metrics on this port (0: no exporter).
 WORKER_METRICS_PORT = env.int("WORKER_METRICS_PORT", 0)
+# A Celery worker lowers its CPU priority by this much at start (its pool processes inherit it), so
+# that on cores it shares with web processes the API keeps answering while images are processed;
+# on a host of its own it changes nothing. 0 keeps the priority it was started with.
+WORKER_NICENESS = env.int("WORKER_NICENESS", 10)
+if not 0 <= WORKER_NICENESS <= 19:
+    raise ImproperlyConfigured(f"WORKER_NICENESS={WORKER_NICENESS}: use 0 to 19.")
 # A directory shared by a role's processes (uvicorn --workers, Celery's pool) for prometheus-client's
 # multiprocess mode; prometheus-client reads the variable itself. Empty: each process reports its own.
 PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", "")
