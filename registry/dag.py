@@ -28,21 +28,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from jsonschema.validators import validator_for
 
+from imageflow.exceptions import DagValidationError
 from imageflow.validators import NUL_MESSAGE, json_nul_path
 from registry.models import Component
-
-
-class DagValidationError(Exception):
-    """Every problem found in a definition; `errors` items are {"node", "field", "message"}."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        self.errors = errors
-        super().__init__(self._summary())
-
-    def _summary(self) -> str:
-        shown = [f"{e['field']}: {e['message']}" for e in self.errors[:10]]
-        more = f" (and {len(self.errors) - 10} more)" if len(self.errors) > 10 else ""
-        return "Invalid pipeline definition: " + "; ".join(shown) + more
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def _too_big_detail() -> str:
 
 
 def _dag_error_class():
-    from registry.dag import DagValidationError
+    from imageflow.exceptions import DagValidationError
 
     return DagValidationError
 

@@ -1,6 +1,9 @@
 """Components and pipelines are audited from model signals, so every write path (the API's
 services, the admin, commands) is covered without each of them remembering to. Workflows are
-audited by their services instead, with the whole nested document as before/after."""
+audited by their services instead, with the whole nested document as before/after.
+
+The registry connects these itself (registry/apps.py): the audit app below it knows no registry
+model."""
 
 from __future__ import annotations
 
