@@ -12,6 +12,7 @@ import logging
 import uuid
 from typing import IO
 
+from celery import current_app
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -22,6 +23,10 @@ from .inspection import inspect_image, name_for_type, sanitize_file_name, sha256
 from .models import File
 
 logger = logging.getLogger(__name__)
+
+# By its registered name (the name queued messages carry): files.tasks calls this module, so this
+# module does not import it back; the app imports its tasks when it is ready (files/apps.py).
+THUMBNAILS_TASK = "files.tasks.file_thumbnails_make"
 
 
 def object_key_for(*, file_id: uuid.UUID, extension: str, prefix: str = "uploads") -> str:
@@ -151,10 +156,8 @@ def file_thumbnails_enqueue(*, file_id) -> None:
     whether or not the broker takes the message: a lost one is sent again by the file page, or the
     file list's action "Generate missing thumbnails"."""
     def send() -> None:
-        from files.tasks import file_thumbnails_make
-
         try:
-            file_thumbnails_make.delay(str(file_id))
+            current_app.tasks[THUMBNAILS_TASK].delay(str(file_id))
         except Exception as exc:  # broker unreachable: the file is there, its thumbnail comes later
             logger.warning("could not enqueue thumbnails of file %s (%s: %s)", file_id, type(exc).__name__, exc)
 
