@@ -285,7 +285,7 @@ def main() -> None:
         ("dashboard", ("GET", "/admin/dashboard/", None), "bare execution list"),
         # The same page when its kept aggregates are gone (their minute is over, or a run was
         # created): what one view a minute, or the first after a new run, costs.
-        ("dashboard, aggregates recomputed", ("GET", "/admin/dashboard/", None, forget_dashboard_aggregates),
+        ("dashboard recomputed", ("GET", "/admin/dashboard/", None, forget_dashboard_aggregates),
          "bare execution list"),
         ("run form", run_form, "bare execution list"),
     ]
