@@ -92,7 +92,7 @@ def run_checks(checks: dict[str, Callable[[], None]] | None = None) -> dict[str,
 @never_cache
 def healthz(request):
     if request.method not in {"GET", "HEAD"}:
-        from imageflow.api.errors import problem
+        from imageflow.api.problems import problem
 
         response = JsonResponse(problem(status_code=405, type_="method_not_allowed",
                                         detail=f'Method "{request.method}" not allowed.'), status=405)

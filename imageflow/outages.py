@@ -107,7 +107,7 @@ def outage_detail(service: str) -> str:
 
 
 def outage_body(service: str) -> dict:
-    from imageflow.api.errors import problem
+    from imageflow.api.problems import problem
 
     body = problem(status_code=503, type_="service_unavailable", detail=outage_detail(service))
     body["service"] = service
@@ -117,7 +117,7 @@ def outage_body(service: str) -> dict:
 def outage_response(request: HttpRequest, service: str) -> HttpResponse:
     """The 503 of a plain Django view: the API's JSON error shape under /api/ (and /healthz),
     a short text page elsewhere (the admin)."""
-    from imageflow.api.errors import is_api_path
+    from imageflow.api.problems import is_api_path
 
     logger.warning("%s unavailable during %s %s", service, request.method, request.path)
     if is_api_path(request):

@@ -39,7 +39,7 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def _problem_body(*, status_code: int, type_: str, detail: str) -> bytes:
-    from imageflow.api.errors import problem
+    from imageflow.api.problems import problem
 
     # Compact, as DRF renders the same shape.
     return json.dumps(problem(status_code=status_code, type_=type_, detail=detail), separators=(",", ":")).encode()

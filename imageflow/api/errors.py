@@ -23,25 +23,11 @@ from rest_framework.views import set_rollback
 
 from imageflow.exceptions import ConflictError
 
+from .problems import is_api_path, problem
+
 logger = logging.getLogger(__name__)
 
 NON_FIELD_KEY = "non_field_errors"
-
-TITLES = {
-    400: "Invalid input.",
-    401: "Authentication required.",
-    403: "Permission denied.",
-    404: "Not found.",
-    405: "Method not allowed.",
-    406: "Not acceptable.",
-    409: "Conflict.",
-    413: "Request entity too large.",
-    415: "Unsupported media type.",
-    429: "Too many requests.",
-    500: "Internal server error.",
-    503: "Service unavailable.",
-}
-
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -53,17 +39,6 @@ class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The resource is not in a state that allows this."
     default_code = "conflict"
-
-
-def problem(*, status_code: int, type_: str, detail: str, errors: dict[str, list[str]] | None = None,
-            title: str | None = None) -> dict[str, Any]:
-    return {
-        "type": type_,
-        "title": title or TITLES.get(status_code, "Error."),
-        "status": status_code,
-        "detail": detail,
-        "errors": errors or {},
-    }
 
 
 def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -191,10 +166,6 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
 
 
 # --- Plain Django views (outside DRF) under /api/ and the project-wide handlers -----------------
-
-def is_api_path(request) -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
-
 
 def api_not_found(request, *args, **kwargs) -> JsonResponse:
     """The catch-all of /api/: an unknown URL answers in the error shape, also with DEBUG on."""
