@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 
 from imageflow.models import TimestampedModel, choices_check
 
@@ -156,6 +157,38 @@ class ComponentExecution(TimestampedModel):
 
     def __str__(self) -> str:
         return f"step {self.node_id} of run {self.execution_id}"
+
+
+
+class FileLineage(models.Model):
+    """One edge of the files' lineage: `file` was derived from `derived_from` by `step`.
+
+    A map step's output i has one row (its input i), a merge step's output one row per input; a
+    file a step passes through unchanged has none (it is its own input). Written by the engine in
+    the statement that completes the step (executions.engine.statements), so a completed step
+    always has its lineage and a discarded result never does. It lives in executions (which may
+    reference files, not the other way round); a later unit of work (an item of a step) adds a
+    nullable column beside `step`.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    file = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="lineage_sources",
+                             db_index=False,  # the unique (file, derived_from) serves it
+                             help_text="The derived file (a step's output).")
+    derived_from = models.ForeignKey("files.File", on_delete=models.CASCADE, related_name="lineage_derived",
+                                     help_text="A file it was made from (one of the step's inputs).")
+    step = models.ForeignKey(ComponentExecution, on_delete=models.SET_NULL, null=True, blank=True,
+                             related_name="lineage", help_text="The step that produced `file`.")
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+
+    class Meta:
+        db_table = "file_lineage"
+        constraints = [
+            models.UniqueConstraint(fields=["file", "derived_from"], name="file_lineage_edge_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.file_id} <- {self.derived_from_id}"
 
 
 from executions.log_models import ExecutionLogRecord, LogLevel  # noqa: E402,F401  (durable log buffer)

@@ -242,7 +242,7 @@ def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch, transient
     if result.data is not None:
         output_data["data"] = result.data
     step_complete(step=step, attempt=attempt, output_data=output_data, execution_time_ms=elapsed_ms,
-                  resource_usage=usage, created_files=context.created_files)
+                  resource_usage=usage, created_files=context.created_files, lineage=context.lineage(result.outputs))
     return StepOutcome(reason="completed")
 
 
@@ -265,9 +265,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, execution_time_ms: int,
-                  resource_usage: dict, created_files: list[File] = ()) -> bool:
-    """Record a step's result if its claim still holds; then enqueue the children that became
-    ready, or finish the run when the step was the last. A lost claim discards the result's files."""
+                  resource_usage: dict, created_files: list[File] = (),
+                  lineage: list[tuple[str, str]] = ()) -> bool:
+    """Record a step's result (and its outputs' lineage) if its claim still holds; then enqueue the
+    children that became ready, or finish the run when the step was the last. A lost claim
+    discards the result's files."""
     from files.services import file_delete
 
     line = logs.build(execution_id=step.execution_id, step_id=step.pk, node_id=step.node_id,
@@ -278,7 +280,7 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
     won, ready, pending_children, counts = statements.complete_step(
         step=step, attempt=attempt, now=timezone.now(), inputs=list((step.input_data or {}).get("inputs") or []),
         output_data=output_data, execution_time_ms=execution_time_ms,
-        resource_usage=resource_usage, line=line)
+        resource_usage=resource_usage, line=line, lineage=lineage)
     if won:
         step.status = StepStatus.COMPLETED
         logs.echo(line)

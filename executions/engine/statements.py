@@ -9,7 +9,8 @@ because each one does what the ORM would need several statements for:
   and writes their log lines, in one statement (one implicit transaction);
 - the completion moves the step running -> completed, counts down `waiting_parents` of its
   pending children (a row lock per child, so two parents completing at once serialize on the
-  child and exactly one of them sees it reach 0) and writes its log line, in one statement.
+  child and exactly one of them sees it reach 0) and writes its log line and its outputs' lineage
+  (executions.models.FileLineage), in one statement.
 
 They run as server-side prepared statements on the request's Django connection: planning these
 statements costs more than running them, and a prepared statement is planned once per
@@ -38,15 +39,19 @@ from executions.models import (
     FINISHED_STEP_STATUSES,
     ComponentExecution,
     ExecutionStatus,
+    FileLineage,
     PipelineExecution,
     StepStatus,
 )
+from files.models import File
 from registry.models import Component
 
 _STEPS = ComponentExecution._meta.db_table
 _RUNS = PipelineExecution._meta.db_table
 _COMPONENTS = Component._meta.db_table
 _LOGS = ExecutionLogRecord._meta.db_table
+_LINEAGE = FileLineage._meta.db_table
+_FILES = File._meta.db_table
 
 def _parents_of(alias: str) -> str:
     """The parents' (status, output_data) of the step row `alias`, as a JSON object by node id."""
@@ -167,6 +172,14 @@ WITH done AS (
  RETURNING child.id, child.waiting_parents
 ), line AS (
     INSERT INTO {_LOGS} {_LOG_COLUMNS} SELECT {_log_values("line_")} FROM done
+), lineage AS (
+    -- the outputs' lineage, with the completion or not at all (a file deleted meanwhile has none)
+    INSERT INTO {_LINEAGE} (file_id, derived_from_id, step_id)
+    SELECT edge.file, edge.source, %(step)s FROM jsonb_to_recordset(%(lineage)s::jsonb) AS edge(file uuid, source uuid)
+     WHERE EXISTS (SELECT FROM done)
+       AND EXISTS (SELECT FROM {_FILES} f WHERE f.id = edge.file)
+       AND EXISTS (SELECT FROM {_FILES} f WHERE f.id = edge.source)
+    ON CONFLICT DO NOTHING
 ), {_COUNTS_CTE}
 SELECT EXISTS (SELECT FROM done),
        ARRAY(SELECT id FROM children WHERE waiting_parents <= 0),
@@ -265,10 +278,13 @@ def claim_step(*, step_id: UUID | str, now: datetime, worker: str) -> Claim | No
 
 
 def complete_step(*, step: ComponentExecution, attempt: int, now: datetime, inputs: list[str], output_data: dict,
-                  execution_time_ms: int, resource_usage: dict, line) -> tuple[bool, list[UUID], int, Counts]:
+                  execution_time_ms: int, resource_usage: dict, line,
+                  lineage: list[tuple[str, str]] = ()) -> tuple[bool, list[UUID], int, Counts]:
     """(won, the children that became ready, how many pending children the step has, the run's
-    counts with this step finished)."""
+    counts with this step finished). `lineage`: (output file id, the input file id it was derived
+    from) pairs, recorded only if the completion wins."""
     row = _execute(_COMPLETE_SQL, {
+            "lineage": json.dumps([{"file": str(f), "source": str(source)} for f, source in lineage]),
             "output_data": json.dumps(output_data), "inputs": json.dumps(inputs), "execution_time_ms": execution_time_ms,
             "resource_usage": json.dumps(resource_usage), "now": now, "step": step.pk, "attempt": attempt,
             "execution": step.execution_id, "node": step.node_id, **_line("line_", line)})

@@ -41,12 +41,17 @@ class StepContext:
     cancelled: threading.Event
     created_by_id: Any = None
     created_files: list[File] = field(default_factory=list)
+    # Output file id -> the ids of the inputs it was derived from (FileLineage, written on completion).
+    derived_from: dict[str, list[str]] = field(default_factory=dict)
 
     def log(self, level: str, message: str, **extra: Any) -> None:
         logs.emit(execution_id=self.step.execution_id, level=level, message=message, step_id=self.step.pk,
                   node_id=self.step.node_id, component=str(self.step.component), **extra)
 
-    def store_output(self, *, content: bytes, name: str) -> File:
+    def store_output(self, *, content: bytes, name: str, derived_from: list[File] | None = None) -> File:
+        """Store an output of this step. `derived_from`: the inputs it was made from (a map
+        operation's one source); None: all the step's inputs, as a merge or an external component
+        that does not say is recorded."""
         from files.services import file_store_bytes
 
         stored = file_store_bytes(
@@ -55,7 +60,24 @@ class StepContext:
                             "node_id": self.step.node_id, "attempt": self.attempt},
         )
         self.created_files.append(stored)
+        sources = self.inputs if derived_from is None else derived_from
+        self.derived_from[str(stored.id)] = [str(source.id) for source in sources]
         return stored
+
+    def lineage(self, outputs: list[File]) -> list[tuple[str, str]]:
+        """(output id, input id) pairs of the step's result. An output that is one of the inputs
+        (passed through) derives from nothing new; one a runner did not store through
+        `store_output` derives from all the inputs."""
+        inputs = [str(source.id) for source in self.inputs]
+        known = set(inputs)
+        pairs: list[tuple[str, str]] = []
+        for output in outputs:
+            output_id = str(output.id)
+            if output_id in known and output_id not in self.derived_from:
+                continue
+            pairs.extend((output_id, source) for source in self.derived_from.get(output_id, inputs)
+                         if source != output_id)
+        return pairs
 
     def output_name(self, source: File | None, extension: str) -> str:
         stem = PurePosixPath(source.original_name or "image").stem if source else "image"

@@ -331,7 +331,8 @@ class BuiltinRunner:
             image = decoded.image
             result = operation.apply(image, params)
             content, extension = _encode(result, source=decoded, parameters=params, operation=name)
-            stored = context.store_output(content=content, name=context.output_name(source, extension))
+            stored = context.store_output(content=content, name=context.output_name(source, extension),
+                                          derived_from=[source])
             context.log("info", f"{name}: {source.original_name} {decoded.stored_size[0]}x{decoded.stored_size[1]} "
                                 f"orientation {decoded.orientation}, decoded {image.width}x{image.height} "
                                 f"{image.mode} -> {result.width}x{result.height} {result.mode}")
