@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from executions.models import ComponentExecution, PipelineExecution
-from executions.selectors import execution_progress, execution_steps
+from executions.selectors import execution_outputs_by_input, execution_progress, execution_steps
 from imageflow.api.serializers import ModelSerializer
 
 
@@ -107,9 +107,10 @@ class ExecutionSerializer(ModelSerializer):
 class ExecutionDetailSerializer(ExecutionSerializer):
     progress = serializers.SerializerMethodField()
     steps = serializers.SerializerMethodField()
+    outputs_by_input = serializers.SerializerMethodField()
 
     class Meta(ExecutionSerializer.Meta):
-        fields = ExecutionSerializer.Meta.fields + ["progress", "steps"]
+        fields = ExecutionSerializer.Meta.fields + ["progress", "steps", "outputs_by_input"]
         read_only_fields = fields
 
     def _steps(self, obj) -> list[ComponentExecution]:
@@ -126,6 +127,13 @@ class ExecutionDetailSerializer(ExecutionSerializer):
     @extend_schema_field(ComponentExecutionSerializer(many=True))
     def get_steps(self, obj) -> list:
         return ComponentExecutionSerializer(self._steps(obj), many=True).data
+
+    @extend_schema_field({"type": "object", "description": "{input file id: {node id: [ids of the node's outputs "
+                                                           "derived from that input]}}, from the outputs' lineage.",
+                          "additionalProperties": {"type": "object", "additionalProperties": {
+                              "type": "array", "items": {"type": "string", "format": "uuid"}}}})
+    def get_outputs_by_input(self, obj) -> dict:
+        return execution_outputs_by_input(obj, steps=self._steps(obj))
 
 
 class ExecutionRunSerializer(serializers.Serializer):

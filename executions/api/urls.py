@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .lineage import FileLineageView
 from .views import ExecutionViewSet, PipelineRunView
 
 router = SimpleRouter()
@@ -8,5 +9,7 @@ router.register("executions", ExecutionViewSet, basename="execution")
 
 urlpatterns = [
     path("pipelines/<uuid:pk>/run/", PipelineRunView.as_view(), name="pipeline-run"),
+    # The lineage is the engine's record (executions.models.FileLineage), so its view is here.
+    path("files/<uuid:pk>/lineage/", FileLineageView.as_view(), name="file-lineage"),
     *router.urls,
 ]
