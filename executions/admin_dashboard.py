@@ -1,9 +1,9 @@
 """The admin dashboard (/admin/dashboard/, linked from the admin index): runs per status per day
 over the last 14 days (SVG bars drawn here), failure rate per pipeline, the slowest components
 (median and p95 execution time), recent failures and the runs going on. Every figure comes from
-an aggregate query in executions/dashboard_selectors.py; the aggregates of the 14 days are up to a
-minute old (cached; the page says when they were computed), the running runs and the failures
-are read on each view."""
+an aggregate query in executions/dashboard_selectors.py; the aggregates of the 14 days are
+refreshed by a beat task every DASHBOARD_REFRESH_SECONDS and read here from the cache (the page
+says when they were computed), the running runs and the failures are read on each view."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from executions import dashboard_selectors as selectors
 from executions.models import ExecutionStatus, PipelineExecution
 
-DAYS = 14
+DAYS = selectors.DASHBOARD_DAYS
 STATUS_COLORS = {
     ExecutionStatus.COMPLETED: "#2e9e2e", ExecutionStatus.FAILED: "#ba2121", ExecutionStatus.CANCELLED: "#8a6d3b",
     ExecutionStatus.RUNNING: "#1f6fb2", ExecutionStatus.PENDING: "#78909c",
@@ -88,7 +88,7 @@ def dashboard_view(request):
         "slowest": figures["slowest"],
         "computed_at": figures["computed_at"],
         "figures_age_seconds": max(0, round((now - figures["computed_at"]).total_seconds())),
-        "figures_max_age_seconds": selectors.AGGREGATES_CACHE_SECONDS,
+        "figures_refresh_seconds": round(selectors.AGGREGATES_REFRESH_SECONDS),
         "failures": selectors.recent_failures(),
         "running": running,
         "execution_opts": PipelineExecution._meta,

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.db.utils import OperationalError as DatabaseOperationalError
 
+from executions import dashboard_selectors
 from executions.engine import lifecycle, recovery
 from executions.worker import recycle_connection
 
@@ -36,3 +37,10 @@ def step_run(self, step_id: str, owned_attempt: int | None = None, transient_sin
 def execution_sweep() -> dict[str, int]:
     close_old_connections()
     return recovery.execution_sweep()
+
+
+@shared_task(name="executions.tasks.dashboard_refresh", ignore_result=True)
+def dashboard_refresh() -> None:
+    """Beat, every DASHBOARD_REFRESH_SECONDS: the admin dashboard's aggregates into the cache.
+    Connections are left to Celery's Django fixup, as the log store's beat tasks do."""
+    dashboard_selectors.dashboard_aggregates_refresh()

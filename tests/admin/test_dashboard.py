@@ -9,11 +9,23 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from django.core.cache import cache
+
 from executions import dashboard_selectors as selectors
 from executions.models import ComponentExecution, PipelineExecution
+from executions.tasks import dashboard_refresh
 from tests import factories
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def no_kept_figures():
+    """The kept figures' key is one per day (real Redis): each test starts and ends without them."""
+    key = selectors.aggregates_cache_key(days=14, now=timezone.now())
+    cache.delete(key)
+    yield
+    cache.delete(key)
 
 
 def _run(pipeline, status, *, days_ago=0, **fields):
@@ -107,37 +119,88 @@ def test_a_step_counts_where_it_ran(rows):
     assert ComponentExecution.objects.filter(component__name="slow").count() == 5
 
 
-def test_the_aggregates_are_kept_a_minute_and_the_page_says_how_old_they_are(staff_client, rows):
-    # given a dashboard just viewed
+def test_the_page_shows_the_kept_figures_and_how_old_they_are(staff_client, rows):
+    # given figures refreshed by the beat task
+    dashboard_refresh()
     first = staff_client.get("/admin/dashboard/").content.decode()
-    assert "88.0 ms" in first and "computed at" in first and "recomputed after 60 s" in first
-    # when a step time changes without a new run
+    assert "88.0 ms" in first and "computed at" in first and "refreshed every 30 s" in first
+    # when a step time changes
     ComponentExecution.objects.filter(component__name="slow", execution_time_ms=100).update(execution_time_ms=200)
-    # then the next view shows the kept figures, with the time they were computed
+    # then views show the kept figures, with the time they were computed
     again = staff_client.get("/admin/dashboard/")
     assert "88.0 ms" in again.content.decode()
     assert again.context["computed_at"] < timezone.now()
-    assert 0 <= again.context["figures_age_seconds"] <= selectors.AGGREGATES_CACHE_SECONDS
-    # and once the kept entry is gone (its minute is over) they are computed again
-    from django.core.cache import cache
-
-    cache.delete(selectors.aggregates_cache_key(days=14, now=timezone.now()))
+    assert 0 <= again.context["figures_age_seconds"] <= selectors.AGGREGATES_REFRESH_SECONDS
+    # and the next refresh brings the change
+    dashboard_refresh()
     assert "168.0 ms" in staff_client.get("/admin/dashboard/").content.decode()  # 40 + 0.8 * 160
 
 
-def test_a_new_run_is_counted_on_the_next_view(staff_client, rows):
-    # given a dashboard just viewed, counting every run of the 14 days
+def test_new_runs_are_counted_after_the_refresh_task_runs(staff_client, rows):
+    # given a dashboard showing refreshed figures
+    dashboard_refresh()
     before = staff_client.get("/admin/dashboard/").context["runs_total"]
-    # when a run is created
+    # when runs are created, a view does not recompute (the kept figures stay)
     _run(rows["a"], "pending")
-    # then the next view counts it (the kept figures are keyed by the newest run)
-    assert staff_client.get("/admin/dashboard/").context["runs_total"] == before + 1
+    _run(rows["b"], "failed")
+    assert staff_client.get("/admin/dashboard/").context["runs_total"] == before
+    # then the refresh task's next run counts them
+    dashboard_refresh()
+    response = staff_client.get("/admin/dashboard/")
+    assert response.context["runs_total"] == before + 2
+    assert {r["pipeline"]: r["failed"] for r in response.context["failure_rates"]}["beta"] == 3
+
+
+def test_a_view_with_kept_figures_runs_none_of_the_aggregate_queries(staff_client, rows):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # given kept figures, and the SQL of the aggregates as the refresh runs it
+    with CaptureQueriesContext(connection) as refresh:
+        dashboard_refresh()
+    aggregate_sql = {q["sql"] for q in refresh.captured_queries}
+    assert any("percentile_cont" in q for q in aggregate_sql) and len(aggregate_sql) >= 3
+    # when the page is viewed
+    with CaptureQueriesContext(connection) as view:
+        response = staff_client.get("/admin/dashboard/")
+    # then none of them runs, no percentile at all; the figures are the kept ones
+    assert response.status_code == 200 and "88.0 ms" in response.content.decode()
+    view_sql = [q["sql"] for q in view.captured_queries]
+    assert not aggregate_sql.intersection(view_sql)
+    assert not [q for q in view_sql if "percentile_cont" in q.lower()]
+    # while the live parts are still read on the view: running runs and recent failures
+    running = rows["a"].executions.get(status="running")
+    assert running.pk in {r.pk for r in response.context["running"]}
+    assert "sharpen: bad percent" in response.content.decode()
+
+
+def test_with_nothing_kept_a_view_computes_the_figures_once_and_keeps_them(staff_client, rows):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    # given no kept figures (right after start)
+    assert cache.get(selectors.aggregates_cache_key(days=14, now=timezone.now())) is None
+    # when the page is viewed twice
+    with CaptureQueriesContext(connection) as first:
+        assert "88.0 ms" in staff_client.get("/admin/dashboard/").content.decode()
+    with CaptureQueriesContext(connection) as second:
+        staff_client.get("/admin/dashboard/")
+    # then the first view computed them and the second read what it stored
+    assert any("percentile_cont" in q["sql"] for q in first.captured_queries)
+    assert not any("percentile_cont" in q["sql"] for q in second.captured_queries)
+
+
+def test_the_refresh_task_is_on_beats_schedule(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["executions-dashboard-refresh"]
+    assert entry["task"] == dashboard_refresh.name == "executions.tasks.dashboard_refresh"
+    assert entry["schedule"] == settings.DASHBOARD_REFRESH_SECONDS == 30.0
 
 
 def test_the_running_runs_and_failures_are_live(staff_client, rows):
-    # given a dashboard just viewed
+    # given a dashboard with kept figures
+    dashboard_refresh()
     staff_client.get("/admin/dashboard/")
-    # when an older run fails meanwhile (no new run: the kept aggregates stay)
+    # when a run fails meanwhile (no refresh: the kept aggregates stay)
     running = rows["a"].executions.get(status="running")
     PipelineExecution.objects.filter(pk=running.pk).update(status="failed", error_message="live: worker lost",
                                                            completed_at=timezone.now())
