@@ -3,7 +3,7 @@
 A widget renders through a template (and its option and attribute templates through more
 templates): about 1 ms a widget. A page of many inline rows (the workflow page: every node, edge
 and param row is a form) spends most of its time there. `PythonWidgetRenderer` renders the
-common widgets (the <input> family, <textarea>, <select> and its options) and empty error lists
+common widgets (the <input> family, <textarea>, <select> and its options), field labels and empty error lists
 with the same markup, character for character (tests/admin/test_widget_renderer.py compares them), and hands every
 other template to Django's renderer. A form uses it with `default_renderer = PYTHON_WIDGETS`.
 """
@@ -69,6 +69,18 @@ _RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
 _ERROR_LIST_TEMPLATES = {"django/forms/errors/list/default.html", "django/forms/errors/list/ul.html"}
 
 
+def _label(context: dict[str, Any]) -> str:
+    # django/forms/label.html (BoundField.label_tag): the label is already escaped there.
+    label = conditional_escape(context["label"])
+    if not context["use_tag"]:
+        return label
+    tag = conditional_escape(context["tag"])
+    return f"<{tag}{_attrs(context['attrs'])}>{label}</{tag}>"
+
+
+_LABEL_TEMPLATE = "django/forms/label.html"
+
+
 def _template(template_name: str, option: dict[str, Any]) -> str:
     return PYTHON_WIDGETS.get_template(template_name).render({"widget": option})
 
@@ -79,6 +91,8 @@ class PythonWidgetRenderer(DjangoTemplates):
     def render(self, template_name: str, context: dict[str, Any], request=None) -> SafeString:
         if template_name in _ERROR_LIST_TEMPLATES and not context.get("errors"):
             return mark_safe("")  # the template writes nothing for a field without errors
+        if template_name == _LABEL_TEMPLATE:
+            return mark_safe(_label(context))
         render = _RENDERERS.get(template_name)
         if render is None:
             return super().render(template_name, context, request=request)

@@ -57,3 +57,21 @@ def test_a_field_error_list_renders_as_its_django_template_does(errors):
     assert str(by_python["name"].errors) == str(by_template["name"].errors)
     assert by_python["name"].errors.as_ul() == by_template["name"].errors.as_ul()
     assert ("<b>" in str(by_python["name"].errors)) is False
+
+
+@pytest.mark.parametrize(("label", "attrs", "suffix"), [
+    (HOSTILE, {"class": "required", "title": HOSTILE}, ":"), ("Name", None, None), ("Tags", {"hidden": True}, "")],
+    ids=["hostile", "plain", "bare attribute"])
+def test_a_field_label_renders_as_its_django_template_does(label, attrs, suffix):
+    # given a form field's label, with or without an id (no id: no <label> tag)
+    class Form(forms.Form):
+        name = forms.CharField(label=label)
+
+    for auto_id in ("id_%s", False):
+        by_template = Form(auto_id=auto_id, renderer=DjangoTemplates())["name"]
+        by_python = Form(auto_id=auto_id, renderer=PYTHON_WIDGETS)["name"]
+        # when the label is rendered by each renderer, then the markup is the same and escaped
+        assert by_python.label_tag(attrs=attrs, label_suffix=suffix) == by_template.label_tag(
+            attrs=attrs, label_suffix=suffix)
+        assert by_python.legend_tag(attrs=attrs) == by_template.legend_tag(attrs=attrs)
+        assert "<script>" not in by_python.label_tag(attrs=attrs)
