@@ -17,8 +17,9 @@ def test_two_serializers_of_one_class_never_share_a_bound_field():
 
 
 def test_a_subclass_introspects_its_own_fields():
-    # the detail serializer adds progress and steps to the list serializer's fields
+    # the detail serializer adds progress, steps and outputs_by_input to the list serializer's fields
     from executions.api.serializers import ExecutionSerializer
 
-    assert set(ExecutionDetailSerializer().fields) - set(ExecutionSerializer().fields) == {"progress", "steps"}
+    added = set(ExecutionDetailSerializer().fields) - set(ExecutionSerializer().fields)
+    assert added == {"progress", "steps", "outputs_by_input"}
     assert "node_id" in ComponentExecutionSerializer().fields
