@@ -16,7 +16,7 @@ from executions.engine import statements
 from executions.engine.lifecycle import step_complete
 from executions.log_models import ExecutionLogRecord
 from executions.logstore.tasks import SHIP_SOON_KEY, ship_soon
-from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution, StepStatus
+from executions.models import ComponentExecution, ExecutionStatus, FileLineage, PipelineExecution, StepStatus
 from executions.services import execution_retry, execution_start
 from executions.worker import configure_worker_sessions
 from tests.executions.conftest import node
@@ -164,6 +164,27 @@ def test_a_completion_records_the_inputs_the_step_was_given(diamond, user, jpeg_
     assert step_complete(step=step, attempt=1, output_data={"files": []}, execution_time_ms=3, resource_usage={})
     step.refresh_from_db()
     assert step.input_data["inputs"] == [str(image.id)] and step.input_data["parents"] == []
+
+
+def test_a_completion_records_its_outputs_lineage_only_when_it_wins(diamond, user, jpeg_file):
+    # given a claimed step with an input and an output file
+    image, output = jpeg_file(), jpeg_file()
+    execution = execution_start(pipeline=diamond, inputs=[image.id], user=user)
+    step = claim(steps_of(execution)["resize"]).fetched.step
+    pairs = [(str(output.id), str(image.id))]
+    # when a stale attempt completes it, nothing is recorded
+    assert not step_complete(step=step, attempt=step.attempts + 1, output_data={"files": [str(output.id)]},
+                             execution_time_ms=1, resource_usage={}, lineage=pairs)
+    assert not FileLineage.objects.exists()
+    # when the claimant completes it, its output derives from its input, made by the step
+    assert step_complete(step=step, attempt=step.attempts, output_data={"files": [str(output.id)]},
+                         execution_time_ms=1, resource_usage={}, lineage=pairs)
+    assert list(FileLineage.objects.values_list("file_id", "derived_from_id", "step_id")) == [
+        (output.id, image.id, step.pk)]
+    # and a duplicate completion adds nothing
+    assert not step_complete(step=step, attempt=step.attempts, output_data={"files": [str(output.id)]},
+                             execution_time_ms=1, resource_usage={}, lineage=pairs)
+    assert FileLineage.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
