@@ -283,8 +283,8 @@ def main() -> None:
         ("workflow version page", ("GET", reverse("admin:registry_workflowversion_change", args=[
             WorkflowVersion.objects.filter(workflow=workflow).latest("version").pk]), None), "bare execution list"),
         ("dashboard", ("GET", "/admin/dashboard/", None), "bare execution list"),
-        # The same page when its kept aggregates are gone (their minute is over, or a run was
-        # created): what one view a minute, or the first after a new run, costs.
+        # The same page when no aggregates are kept (right after a start, before beat's first
+        # refresh): the one view that computes them itself.
         ("dashboard recomputed", ("GET", "/admin/dashboard/", None, forget_dashboard_aggregates),
          "bare execution list"),
         ("run form", run_form, "bare execution list"),
