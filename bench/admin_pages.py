@@ -88,6 +88,7 @@ def seed(*, executions: int, steps: int, files: int, regenerate: bool):
         if have_files != files or regenerate:
             print(f"generating {files:,} files (table had {have_files:,}) ...", flush=True)
             started = time.perf_counter()
+            cursor.execute("DELETE FROM file_lineage")  # names files and steps (no ON DELETE CASCADE in SQL)
             cursor.execute("DELETE FROM files")
             cursor.execute("""
                 INSERT INTO files (id, original_name, mime_type, file_size, storage_path, checksum, metadata,
@@ -112,6 +113,7 @@ def seed(*, executions: int, steps: int, files: int, regenerate: bool):
             print(f"generating {executions:,} executions, {executions * steps:,} steps "
                   f"(tables had {have_runs:,}, {have_steps:,}) ...", flush=True)
             started = time.perf_counter()
+            cursor.execute("DELETE FROM file_lineage")
             cursor.execute("DELETE FROM component_executions")
             cursor.execute("DELETE FROM pipeline_executions")
             cursor.execute("CREATE TEMP TABLE bench_files AS SELECT row_number() OVER (ORDER BY id) - 1 AS n, id "
