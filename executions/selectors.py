@@ -163,11 +163,11 @@ def execution_outputs_by_input(execution: PipelineExecution, *,
     sources: dict[str, list[str]] = {}
     for file_id, source_id in FileLineage.objects.filter(file_id__in=outputs).values_list("file_id", "derived_from_id"):
         sources.setdefault(str(file_id), []).append(str(source_id))
-    run_inputs = set(inputs)
+    position = {file_id: n for n, file_id in enumerate(inputs)}  # an input's place in the run's order
     roots: dict[str, set[str]] = {}
 
     def roots_of(file_id: str, seen: frozenset = frozenset()) -> set[str]:
-        if file_id in run_inputs:
+        if file_id in position:
             return {file_id}
         if file_id not in roots:
             found: set[str] = set()
@@ -179,6 +179,6 @@ def execution_outputs_by_input(execution: PipelineExecution, *,
 
     for node_id, files in produced:
         for file_id in files:
-            for root in sorted(roots_of(file_id), key=inputs.index):
+            for root in sorted(roots_of(file_id), key=position.__getitem__):
                 by_input[root].setdefault(node_id, []).append(file_id)
     return by_input
