@@ -43,6 +43,7 @@ from executions.models import (
     PipelineExecution,
     StepStatus,
 )
+from imageflow.outages import unavailable_service
 from registry.models import Component
 
 logger = logging.getLogger(__name__)
@@ -169,7 +170,9 @@ def dashboard_aggregates_refresh(*, days: int = DASHBOARD_DAYS, now: datetime | 
     key = aggregates_cache_key(days=days, now=now)
     try:
         cache.set(key, figures, AGGREGATES_KEEP_SECONDS)
-    except Exception:
+    except Exception as exc:
+        if unavailable_service(exc) is None:  # a bug, not an outage
+            raise
         logger.warning("dashboard cache unavailable (set %s)", key, exc_info=True)
     return figures
 
@@ -182,7 +185,9 @@ def dashboard_aggregates(*, days: int = DASHBOARD_DAYS, now: datetime | None = N
     key = aggregates_cache_key(days=days, now=now)
     try:
         cached = cache.get(key)
-    except Exception:
+    except Exception as exc:
+        if unavailable_service(exc) is None:
+            raise
         logger.warning("dashboard cache unavailable (get %s)", key, exc_info=True)
         cached = None
     if cached is not None:

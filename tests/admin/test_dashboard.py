@@ -208,3 +208,19 @@ def test_the_running_runs_and_failures_are_live(staff_client, rows):
     response = staff_client.get("/admin/dashboard/")
     assert running.pk not in {r.pk for r in response.context["running"]}
     assert "live: worker lost" in response.content.decode()
+
+
+def test_with_the_cache_unreachable_the_figures_are_computed_from_the_database(settings, rows):
+    # given a cache at an address where nothing listens (Redis stopped)
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": f"redis://127.0.0.1:{dead_port}/0",
+                                   "OPTIONS": {**settings.CACHES["default"]["OPTIONS"], "SOCKET_CONNECT_TIMEOUT": 1}}}
+    # when the dashboard asks for its figures, they are computed from the database
+    figures = selectors.dashboard_aggregates()
+    assert sum(day["total"] for day in figures["days"]) == sum(
+        day["total"] for day in selectors.runs_per_status_per_day())
+    assert {row["pipeline"] for row in figures["failure_rates"]} >= {"alpha", "beta"}
