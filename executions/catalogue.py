@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from executions.engine.runners.builtin import BUILTIN_IMAGE, BUILTIN_OPERATIONS, BUILTIN_VERSION
-from registry.models import Component, ComponentRunner
+from registry.models import Component, ComponentKind, ComponentRunner
 
 
 def builtin_components_register() -> dict[str, int]:
@@ -19,6 +19,9 @@ def builtin_components_register() -> dict[str, int]:
         for operation in BUILTIN_OPERATIONS.values():
             values = {"description": operation.description, "docker_image": f"{BUILTIN_IMAGE}:{operation.name}",
                       "runner": ComponentRunner.BUILTIN, "input_schema": operation.input_schema,
+                      # passthrough gives back each input: a map, as far as items go
+                      "kind": ComponentKind.MERGE if operation.kind == "merge" else ComponentKind.MAP,
+                      "deterministic": operation.kind != "passthrough",  # its pause is the point
                       "output_schema": output_schema,
                       "resource_requirements": {"cpu": 1, "memory": "256Mi", "gpu": 0,
                                                 "inputs": {"min": operation.min_inputs, "max": operation.max_inputs}}}

@@ -137,6 +137,15 @@ class ComponentExecution(TimestampedModel):
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reused_by",
         help_text="The completed step of an earlier run whose outputs this step reuses (retry from failure).",
     )
+    # A map step runs as items (StepItem): how many, and how many have finished each way. The
+    # counters move in the statement that finishes an item (a row lock on the step, so the item
+    # that finishes the last one is known to exactly one worker). NULL: the step is not itemized
+    # (a merge step) or its items are not made yet.
+    item_count = models.IntegerField(blank=True, null=True)
+    items_completed = models.IntegerField(default=0, db_default=0)
+    items_failed = models.IntegerField(default=0, db_default=0)
+    items_skipped = models.IntegerField(default=0, db_default=0)
+    items_cached = models.IntegerField(default=0, db_default=0, help_text="Completed items reused from the cache.")
 
     class Meta:
         db_table = "component_executions"
@@ -159,6 +168,61 @@ class ComponentExecution(TimestampedModel):
         return f"step {self.node_id} of run {self.execution_id}"
 
 
+    @property
+    def itemized(self) -> bool:
+        return bool((self.input_data or {}).get("items"))
+
+
+class StepItem(models.Model):
+    """One item of a map step: up to STEP_ITEM_BATCH of the step's inputs, claimed, run, completed,
+    retried, timed out, cancelled and taken over on its own, by any worker on any host
+    (executions/engine/items.py). Item i of a step that streams from its parent (a map -> map
+    edge) takes the outputs of the parent's item i as its inputs, and becomes ready (`waiting`
+    0) in the statement that completes that item."""
+
+    id = models.BigAutoField(primary_key=True)
+    execution = models.ForeignKey(PipelineExecution, on_delete=models.CASCADE, related_name="items",
+                                  db_index=False)  # the claim's partial index and (execution, status) serve it
+    step = models.ForeignKey(ComponentExecution, on_delete=models.CASCADE, related_name="items",
+                             db_index=False)  # the unique (step, index) serves it
+    index = models.IntegerField(help_text="The item's place in its step: its inputs follow those of item index-1.")
+    status = models.CharField(max_length=20, choices=StepStatus.choices, default=StepStatus.PENDING)
+    inputs = models.JSONField(blank=True, null=True, help_text="File ids; NULL until the parent's item is done.")
+    outputs = models.JSONField(blank=True, null=True, help_text="File ids, in the order of the inputs.")
+    waiting = models.SmallIntegerField(default=0, help_text="Parent items not completed yet (0 or 1).")
+    attempts = models.IntegerField(default=0)
+    heartbeat_at = models.DateTimeField(blank=True, null=True)
+    not_before = models.DateTimeField(blank=True, null=True, help_text="A transient error's retry waits until then.")
+    started_at = models.DateTimeField(blank=True, null=True)
+    completed_at = models.DateTimeField(blank=True, null=True)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    execution_time_ms = models.IntegerField(blank=True, null=True)
+    error_message = models.TextField(blank=True, null=True)
+    metrics = models.JSONField(blank=True, null=True)
+    reused_from = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="reused_by",
+                                    db_index=False,
+                                    help_text="The item whose outputs this one reuses (the cache, or a retry).")
+
+    class Meta:
+        db_table = "step_items"
+        ordering = ["step", "index"]
+        constraints = [
+            choices_check(field="status", choices=StepStatus, name="step_items_status_valid"),
+            models.UniqueConstraint(fields=["step", "index"], name="step_items_step_index_uniq"),
+        ]
+        indexes = [
+            # The claim: the lowest ready item of a run (lowest index first, so the first images
+            # reach the last step early), skipping locked rows.
+            models.Index(fields=["execution", "index"], name="step_items_ready_idx",
+                         condition=models.Q(status="pending", waiting=0)),
+            models.Index(fields=["execution", "status"], name="step_items_exec_status_idx"),
+            # The sweep: running items whose heartbeat stopped.
+            models.Index(fields=["heartbeat_at"], name="step_items_running_idx", condition=models.Q(status="running")),
+        ]
+
+    def __str__(self) -> str:
+        return f"item {self.index} of step {self.step_id}"
+
 
 class FileLineage(models.Model):
     """One edge of the files' lineage: `file` was derived from `derived_from` by `step`.
@@ -167,8 +231,7 @@ class FileLineage(models.Model):
     file a step passes through unchanged has none (it is its own input). Written by the engine in
     the statement that completes the step (executions.engine.statements), so a completed step
     always has its lineage and a discarded result never does. It lives in executions (which may
-    reference files, not the other way round); a later unit of work (an item of a step) adds a
-    nullable column beside `step`.
+    reference files, not the other way round); `item` names the item of a map step that made it.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -179,6 +242,8 @@ class FileLineage(models.Model):
                                      help_text="A file it was made from (one of the step's inputs).")
     step = models.ForeignKey(ComponentExecution, on_delete=models.SET_NULL, null=True, blank=True,
                              related_name="lineage", help_text="The step that produced `file`.")
+    item = models.ForeignKey(StepItem, on_delete=models.SET_NULL, null=True, blank=True, related_name="lineage",
+                             db_index=False, help_text="The item of the step that produced `file` (map steps).")
     created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
 
     class Meta:

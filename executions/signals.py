@@ -14,3 +14,8 @@ execution_status_changed = Signal()
 # kwargs: execution_id (UUID), step_id (UUID), node_id (str), status (str), previous_status (str);
 # optional progress as above.
 step_status_changed = Signal()
+
+# kwargs: execution_id (UUID), step_id (UUID), node_id (str), items: the step's item counts after
+# the change ({"total", "completed", "failed", "skipped", "cached"}). Sent for every finished item;
+# publishers coalesce them (a run of 100,000 items must not send 100,000 events).
+step_items_progressed = Signal()

@@ -18,6 +18,13 @@ class ComponentRunner(models.TextChoices):
     HTTP = "http", "HTTP agent/tool (POST to WORKFLOW_HTTP_RUNNER_URL)"
 
 
+class ComponentKind(models.TextChoices):
+    # map: one output per input image, so a run fans its inputs out over items (executions.StepItem);
+    # merge: all the inputs at once, in one step (today's contract of external components).
+    MAP = "map", "Map (one output per input)"
+    MERGE = "merge", "Merge (all inputs at once)"
+
+
 class ParamValueType(models.TextChoices):
     STRING = "string", "string"
     INT = "int", "int"
@@ -45,6 +52,14 @@ class Component(TimestampedModel):
     input_schema = models.JSONField(blank=True, null=True, help_text="JSON Schema of the parameters.")
     output_schema = models.JSONField(blank=True, null=True, help_text="JSON Schema of the output data.")
     resource_requirements = models.JSONField(blank=True, null=True, help_text='e.g. {"cpu": 1, "memory": "512Mi", "gpu": 0}')
+    kind = models.CharField(
+        max_length=10, choices=ComponentKind.choices, default=ComponentKind.MERGE, db_default=ComponentKind.MERGE,
+        help_text="map: one output per input image (a run fans the inputs out over items, any worker takes "
+                  "each); merge: the component sees all its inputs at once.")
+    deterministic = models.BooleanField(
+        default=False, db_default=False,
+        help_text="The same inputs and parameters always give the same outputs, so results may be reused "
+                  "from the step cache (built-ins are; external components say so themselves).")
 
     class Meta:
         db_table = "components"
@@ -52,6 +67,7 @@ class Component(TimestampedModel):
         constraints = [
             models.UniqueConstraint(fields=["name", "version"], name="components_name_version_uniq"),
             choices_check(field="runner", choices=ComponentRunner, name="components_runner_valid"),
+            choices_check(field="kind", choices=ComponentKind, name="components_kind_valid"),
         ]
 
     def __str__(self) -> str:
