@@ -44,3 +44,31 @@ def dashboard_refresh() -> None:
     """Beat, every DASHBOARD_REFRESH_SECONDS: the admin dashboard's aggregates into the cache.
     Connections are left to Celery's Django fixup, as the log store's beat tasks do."""
     dashboard_selectors.dashboard_aggregates_refresh()
+
+
+@shared_task(
+    bind=True, name="executions.tasks.items_drain", acks_late=True, reject_on_worker_lost=True, max_retries=None,
+    ignore_result=True, track_started=False,
+    # A drain starts no new item after its slice; the item it holds then may take the step limit.
+    soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + settings.ITEM_DRAIN_SLICE_SECONDS + 5,
+    time_limit=settings.STEP_TIME_LIMIT_SECONDS + settings.ITEM_DRAIN_SLICE_SECONDS + 30,
+)
+def items_drain(self, execution_id: str) -> str:
+    """Run ready items of one run, one after another, for a slice (executions/engine/items.py)."""
+    from executions.engine import items
+
+    recycle_connection()
+    try:
+        outcome = items.items_drain(execution_id=execution_id)
+    except DatabaseOperationalError as exc:
+        raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc, args=(),
+                         kwargs={"execution_id": execution_id})
+    return outcome
+
+
+@shared_task(name="executions.tasks.step_cache_evict", ignore_result=True)
+def step_cache_evict() -> dict:
+    """Beat, every STEP_CACHE_EVICT_INTERVAL_SECONDS: the step cache back under its byte budget."""
+    from executions.engine import cache
+
+    return cache.cache_evict()

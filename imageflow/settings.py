@@ -375,6 +375,25 @@ EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS",
 # 4 runs of 25 images, 2 processes on 2 cores: 1.55-1.63x the loop with 2 threads, 1.39x with 3,
 # 1.41-1.45x with 4): enough to overlap a thread's object-store waits, few enough to not fight.
 STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 2)
+# Items (executions/engine/items.py): a map step over N inputs runs as ceil(N / STEP_ITEM_BATCH)
+# items, each claimed and run on its own by any worker (docs/engine.md, "Items").
+STEP_ITEM_BATCH = env.int("STEP_ITEM_BATCH", 8)
+# How many drain tasks a run's ready items are offered to at once: each takes one ready item after
+# another (lowest index first) until none is left or its slice is over, then sends itself again,
+# so runs share the workers. More than the worker processes there are costs only idle messages.
+ITEM_DRAINS_PER_RUN = env.int("ITEM_DRAINS_PER_RUN", 16)
+ITEM_DRAIN_SLICE_SECONDS = env.float("ITEM_DRAIN_SLICE_SECONDS", 10.0)
+# What a failed item does to its run, unless the pipeline or the run says: fail (the run fails)
+# or continue (the item's downstream items are skipped, the rest finish).
+ON_ITEM_ERROR_DEFAULT = env.str("ON_ITEM_ERROR_DEFAULT", "fail")
+# The step cache (executions/engine/cache.py): an item of a deterministic component whose
+# component, parameters and input checksums were seen before reuses that item's outputs.
+STEP_CACHE_ENABLED = env.bool("STEP_CACHE_ENABLED", True)
+STEP_CACHE_MAX_BYTES = env.int("STEP_CACHE_MAX_BYTES", 10 * 1024 ** 3)
+STEP_CACHE_EVICT_INTERVAL_SECONDS = env.float("STEP_CACHE_EVICT_INTERVAL_SECONDS", 300.0)
+# Item progress events of one run are coalesced to at most this many per second (the last state
+# is always delivered).
+ITEM_EVENTS_PER_SECOND = env.float("ITEM_EVENTS_PER_SECOND", 4.0)
 # How a `runner="container"` component is started: {image} is the component's docker_image,
 # {output_dir} the step's output directory (mounted at the same path in the container).
 CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i -v {output_dir}:{output_dir} {image}")
@@ -388,6 +407,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "executions.tasks.execution_sweep",
         "schedule": EXECUTION_SWEEP_INTERVAL_SECONDS,
     },
+}
+CELERY_BEAT_SCHEDULE["executions-step-cache-evict"] = {
+    "task": "executions.tasks.step_cache_evict",
+    "schedule": STEP_CACHE_EVICT_INTERVAL_SECONDS,
+    "options": {"expires": STEP_CACHE_EVICT_INTERVAL_SECONDS},
 }
 # The admin dashboard's 14-day aggregates (~200 ms of queries at 100,000 steps) are computed by
 # beat this often and kept in the cache; a view reads them (executions/dashboard_selectors.py).
