@@ -178,12 +178,7 @@ async def _json_body(result):
 
 async def _pending_events(execution_id, after: int) -> list[dict] | None:
     """Events after `after` from the history; None when the history no longer reaches back."""
-    kept = await sync_to_async(events.history)(execution_id, after=after)
-    if kept and kept[0]["seq"] != after + 1:
-        return None
-    if not kept and await sync_to_async(events.current_seq)(execution_id) > after:
-        return None
-    return kept
+    return await sync_to_async(events.history_after)(execution_id, after=after)
 
 
 async def _long_poll(execution_id, after: int | None, timeout: float) -> dict:
