@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from imageflow.models import TimestampedModel, choices_check
 
@@ -254,6 +257,59 @@ class FileLineage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_id} <- {self.derived_from_id}"
+
+
+class StepCacheEntry(models.Model):
+    """The outputs of one finished item of a deterministic component, under the hash of what made
+    them (executions/engine/cache.py: component, parameters, input checksums). A later item with
+    the same key gets new File rows pointing at the same objects instead of running.
+
+    `storage_paths` are the objects the entry keeps alive: files.services.file_delete removes an
+    object only when no File row and no entry names it (GIN index: "which entries name this key").
+    Least recently used entries are evicted down to STEP_CACHE_MAX_BYTES (`last_used_at`)."""
+
+    key = models.CharField(max_length=64, primary_key=True, help_text="SHA-256 hex of the item's component, "
+                                                                       "parameters and input checksums.")
+    component_name = models.CharField(max_length=255)
+    component_version = models.CharField(max_length=50)
+    outputs = models.JSONField(help_text="One descriptor per output, in order: name, mime_type, size, "
+                                         "storage_path, checksum, metadata (without the run's tags).")
+    storage_paths = ArrayField(models.TextField(), help_text="The outputs' object keys.")
+    bytes = models.BigIntegerField(help_text="The outputs' sizes summed (the eviction budget counts them).")
+    item = models.ForeignKey(StepItem, on_delete=models.SET_NULL, null=True, blank=True, related_name="cache_entries",
+                             help_text="The item whose outputs these are.")
+    hits = models.BigIntegerField(default=0, db_default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_default=Now())
+    last_used_at = models.DateTimeField(default=timezone.now, db_default=Now())
+
+    class Meta:
+        db_table = "step_cache"
+        indexes = [
+            GinIndex(fields=["storage_paths"], name="step_cache_paths_gin"),
+            models.Index(fields=["last_used_at"], name="step_cache_lru_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.component_name}:{self.component_version} {self.key[:12]}"
+
+
+class StepCacheCounter(models.Model):
+    """The step cache's running totals, kept in a few slots a writer picks at random and a reader
+    sums: a lookup counts its hit in the statement that finds the entry, with no single row every
+    worker waits for. `entries` and `bytes` move in the statements that add and evict entries, so
+    the statistics are a sum over the slots, not a scan of the cache."""
+
+    slot = models.SmallIntegerField(primary_key=True)
+    hits = models.BigIntegerField(default=0, db_default=0)
+    misses = models.BigIntegerField(default=0, db_default=0)
+    entries = models.BigIntegerField(default=0, db_default=0)
+    bytes = models.BigIntegerField(default=0, db_default=0)
+
+    class Meta:
+        db_table = "step_cache_counters"
+
+    def __str__(self) -> str:
+        return f"step cache counters, slot {self.slot}"
 
 
 from executions.log_models import ExecutionLogRecord, LogLevel  # noqa: E402,F401  (durable log buffer)

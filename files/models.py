@@ -36,6 +36,9 @@ class File(UUIDModel):
             models.Index(fields=["created_by", "-created_at"], name="files_owner_created_idx"),
             # The admin's file list and the run form's picker: newest first, a page at a time.
             models.Index(fields=["-created_at", "-id"], name="files_created_idx"),
+            # Rows share an object when the step cache made them (executions/engine/cache.py):
+            # deleting one asks whether another still names its object.
+            models.Index(fields=["storage_path"], name="files_storage_path_idx"),
         ]
 
     def __str__(self) -> str:
