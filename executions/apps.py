@@ -10,8 +10,12 @@ class ExecutionsConfig(AppConfig):
         from executions import metrics  # noqa: F401  (the step histogram's receiver, scrape-time collectors)
         from executions import tasks  # noqa: F401  (registers the engine's tasks: delivery sends them by name)
         from executions.admin_actions import run_pipelines
+        from executions.engine.cache import cache_referenced_paths
         from executions.workflow_apply import workflow_apply
+        from files.services import file_object_referrer_provide
         from registry.engine_hooks import engine_hooks_provide
 
         # The registry's apply endpoint and its admin's Apply and Run actions start runs here.
         engine_hooks_provide(workflow_apply=workflow_apply, run_pipelines_action=run_pipelines)
+        # A step cache entry keeps its objects alive: file_delete asks before deleting one.
+        file_object_referrer_provide(cache_referenced_paths)

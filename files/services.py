@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from collections.abc import Callable
 from typing import IO
 
 from celery import current_app
@@ -122,15 +123,64 @@ def file_read_bytes(file: File) -> bytes:
 
 
 def file_delete(*, file: File) -> None:
-    """Delete the row; its object and its derived thumbnails are deleted once the deletion has
-    committed. Thumbnails are found by their prefix, not by the row's record, so a thumbnail task
-    that wrote its objects but had not recorded them yet leaves nothing behind (and a task that
-    writes after this finds no row and removes its own objects: file_thumbnails_generate)."""
+    """Delete the row; once the deletion has committed, its derived thumbnails (kept per file id)
+    are deleted, and its object too unless something else still names it (file_objects_release):
+    rows the step cache made share their objects with other rows and with cache entries.
+    Thumbnails are found by their prefix, not by the row's record, so a thumbnail task that wrote
+    its objects but had not recorded them yet leaves nothing behind (and a task that writes after
+    this finds no row and removes its own objects: file_thumbnails_generate)."""
     key = file.storage_path
     file_id = file.pk
     with transaction.atomic():
         file.delete()
-        transaction.on_commit(lambda: (_delete_object(key), _delete_thumbnails(file_id)))
+        transaction.on_commit(lambda: (file_objects_release(keys=[key]), _delete_thumbnails(file_id)))
+
+
+# --- shared objects: a File row is one reference to its object ------------------------------------
+
+# Who else may name an object: functions (object keys) -> the keys among them still referenced.
+# The executions app provides the step cache's (executions/apps.py); files does not import it.
+_object_referrers: list[Callable[[list[str]], set[str]]] = []
+
+
+def file_object_referrer_provide(referrer: Callable[[list[str]], set[str]]) -> None:
+    """Called once by an app whose rows keep objects alive (the step cache's entries)."""
+    if referrer not in _object_referrers:
+        _object_referrers.append(referrer)
+
+
+def file_objects_referenced(*, keys: list[str]) -> set[str]:
+    """The keys among `keys` that a File row or another referrer (a cache entry) still names."""
+    if not keys:
+        return set()
+    referenced = set(File.objects.filter(storage_path__in=keys).values_list("storage_path", flat=True))
+    for referrer in _object_referrers:
+        rest = [key for key in keys if key not in referenced]
+        if rest:
+            referenced |= referrer(rest)
+    return referenced
+
+
+def file_objects_release(*, keys: list[str]) -> list[str]:
+    """Delete the objects of `keys` that nothing names any more; returns those deleted.
+
+    Called after the commit that removed a reference (a row, a cache entry), so it sees every
+    reference committed by then: of two deletions of an object's last two references, whichever
+    commits last sees neither and deletes it (never both keep it). A new reference to an existing
+    object is only made while one that stays is locked (cache.cache_materialize holds its entry,
+    cache.cache_record the output rows, FOR KEY SHARE), so the deletion of that one waits for it
+    and then sees it. When the question cannot be answered (database error) the objects stay: a
+    leftover object is logged, a broken file would not be."""
+    keys = list(dict.fromkeys(keys))
+    try:
+        referenced = file_objects_referenced(keys=keys)
+    except Exception:
+        logger.exception("could not check the references of objects %s; they are kept", keys)
+        return []
+    released = [key for key in keys if key not in referenced]
+    for key in released:
+        _delete_object(key)
+    return released
 
 
 def _delete_object(key: str) -> None:
