@@ -307,10 +307,10 @@ def _close_pool_connections() -> None:
 
 
 class BuiltinRunner:
-    def _map(self, operation: Operation, context: StepContext, pool_cpu: list[float]) -> list:
+    def _map(self, operation: Operation, context: StepContext, pool_cpu: list[float], decodes: list[int]) -> list:
         """Apply a map operation to every input. Several inputs are processed by a thread pool of
         STEP_IMAGE_CONCURRENCY threads (Pillow and the object-store I/O release the GIL);
-        outputs keep the order of the inputs."""
+        outputs keep the order of the inputs. Each decode appends to `decodes`."""
         from files.services import file_read_bytes
 
         name, params = operation.name, context.parameters
@@ -328,6 +328,7 @@ class BuiltinRunner:
             if context.cancelled.is_set():
                 raise StepFailure("step cancelled")
             decoded = _open(file_read_bytes(source), source.original_name or str(source.id), operation, params)
+            decodes.append(1)
             image = decoded.image
             result = operation.apply(image, params)
             content, extension = _encode(result, source=decoded, parameters=params, operation=name)
@@ -364,13 +365,16 @@ class BuiltinRunner:
                 deadline = time.monotonic() + params["sleep_seconds"]
                 while time.monotonic() < deadline and not context.cancelled.is_set():
                     time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-            return RunResult(outputs=list(context.inputs), metrics={"passed_through": count})
+            return RunResult(outputs=list(context.inputs), metrics={"passed_through": count, "decoded": 0})
 
         pool_cpu: list[float] = []  # CPU seconds spent on the pool's threads
+        # Image decodes done (metrics "decoded"): what the step cache saves shows as 0 here.
+        decodes: list[int] = []
         try:
             if operation.kind == "merge":
                 loaded = [(source, _open(file_read_bytes(source), source.original_name or str(source.id), operation,
                                          params)) for source in context.inputs]
+                decodes.extend(1 for _ in loaded)
                 result = operation.apply([decoded.image for _, decoded in loaded], params)
                 # The output's format, profile and metadata are the first input's.
                 source, first = loaded[0]
@@ -378,7 +382,8 @@ class BuiltinRunner:
                 outputs = [context.store_output(content=content, name=context.output_name(source, extension))]
                 context.log("info", f"{name}: {count} images -> {result.width}x{result.height} {result.mode}")
             else:
-                outputs = self._map(operation, context, pool_cpu)
+                outputs = self._map(operation, context, pool_cpu, decodes)
         except OperationError as exc:
             raise StepFailure(f"{name}: {exc}") from exc
-        return RunResult(outputs=outputs, metrics={"images": len(outputs)}, child_cpu_seconds=sum(pool_cpu))
+        return RunResult(outputs=outputs, metrics={"images": len(outputs), "decoded": len(decodes)},
+                         child_cpu_seconds=sum(pool_cpu))
