@@ -1,6 +1,7 @@
 """The admin dashboard (/admin/dashboard/, linked from the admin index): runs per status per day
 over the last 14 days (SVG bars drawn here), failure rate per pipeline, the slowest components
-(median and p95 execution time), recent failures and the runs going on. Every figure comes from
+(median and p95 execution time), recent failures, the runs going on and the step cache (hit
+rate, entries, size against its budget). Every figure comes from
 an aggregate query in executions/dashboard_selectors.py; the aggregates of the 14 days are
 refreshed by a beat task every DASHBOARD_REFRESH_SECONDS and read here from the cache (the page
 says when they were computed), the running runs and the failures are read on each view."""
@@ -90,6 +91,7 @@ def dashboard_view(request):
         "figures_age_seconds": max(0, round((now - figures["computed_at"]).total_seconds())),
         "figures_refresh_seconds": round(selectors.AGGREGATES_REFRESH_SECONDS),
         "failures": selectors.recent_failures(),
+        "step_cache": selectors.step_cache_summary(),
         "running": running,
         "execution_opts": PipelineExecution._meta,
     }

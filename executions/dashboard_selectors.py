@@ -1,6 +1,6 @@
 """Reads of the admin dashboard (executions/admin_dashboard.py): every figure is one aggregate
 query, computed by PostgreSQL (counts per day and status, failure rates, percentiles of step
-times), never a Python loop over rows.
+times), never a Python loop over rows. The step cache's card reads its counters (a few rows).
 
 The three aggregates of the last 14 days (runs per day, failure rates, slowest components; the
 percentiles sort every completed step of the window, ~200 ms at 100,000 steps) are computed by
@@ -147,6 +147,18 @@ def running_with_progress(*, limit: int = 20) -> QuerySet[PipelineExecution]:
             .annotate(steps_total=Coalesce(Subquery(total, output_field=IntegerField()), Value(0)),
                       steps_finished=Coalesce(Subquery(done, output_field=IntegerField()), Value(0)))
             .order_by("created_at")[:limit])
+
+
+def step_cache_summary() -> dict:
+    """The step cache's card: its statistics (executions.engine.cache.cache_stats, a sum over a
+    few counter rows in PostgreSQL, so read on every view and untouched by a Redis outage) and
+    how full it is (% of STEP_CACHE_MAX_BYTES)."""
+    from executions.engine.cache import cache_stats
+
+    stats = cache_stats()
+    rate = stats["hit_rate"]
+    return {**stats, "hit_rate_percent": None if rate is None else round(100 * rate, 1),
+            "used_percent": round(100 * stats["bytes"] / stats["max_bytes"], 1) if stats["max_bytes"] else None}
 
 
 def aggregates_cache_key(*, days: int, now: datetime) -> str:

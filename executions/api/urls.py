@@ -1,6 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
+from .cache_views import StepCacheStatsView
 from .lineage import FileLineageView
 from .views import ExecutionViewSet, PipelineRunView
 
@@ -11,5 +12,6 @@ urlpatterns = [
     path("pipelines/<uuid:pk>/run/", PipelineRunView.as_view(), name="pipeline-run"),
     # The lineage is the engine's record (executions.models.FileLineage), so its view is here.
     path("files/<uuid:pk>/lineage/", FileLineageView.as_view(), name="file-lineage"),
+    path("cache/", StepCacheStatsView.as_view(), name="step-cache"),
     *router.urls,
 ]
