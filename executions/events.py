@@ -53,6 +53,7 @@ from executions.models import (
     progress_percentage,
 )
 from executions.item_coalescer import ItemProgressCoalescer
+from executions.item_counts import ITEM_COLUMNS, run_item_counts, step_item_counts
 from executions.signals import execution_status_changed, step_items_progressed, step_status_changed
 
 logger = logging.getLogger(__name__)
@@ -309,28 +310,6 @@ def snapshot(execution_id: UUID | str) -> dict[str, Any] | None:
         "timestamp": timezone.now().isoformat(),
         "final": execution["status"] in FINISHED_EXECUTION_STATUSES,
     }
-
-
-# The item counts of a step as events, snapshots and the API name them, and their columns.
-ITEM_COLUMNS = {"total": "item_count", "completed": "items_completed", "failed": "items_failed",
-                "skipped": "items_skipped", "cached": "items_cached"}
-
-
-def step_item_counts(step: dict | ComponentExecution) -> dict[str, int] | None:
-    """{"total", "completed", "failed", "skipped", "cached"} of a step row (a dict of its values or
-    the model), or None when the step is not itemized (no item count)."""
-    read = step.get if isinstance(step, dict) else lambda column: getattr(step, column, None)
-    if read("item_count") is None:
-        return None
-    return {name: int(read(column) or 0) for name, column in ITEM_COLUMNS.items()}
-
-
-def run_item_counts(step_items: list[dict[str, int] | None]) -> dict[str, int] | None:
-    """The item counts summed over a run's itemized steps; None when none is."""
-    itemized = [items for items in step_items if items is not None]
-    if not itemized:
-        return None
-    return {name: sum(items[name] for items in itemized) for name in ITEM_COLUMNS}
 
 
 def _iso(value) -> str | None:

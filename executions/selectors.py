@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
 
+from executions.item_counts import ITEM_COLUMNS
 from executions.models import (
     FINISHED_STEP_STATUSES,
     ComponentExecution,
@@ -21,19 +22,33 @@ from imageflow.api.ownership import can_see_all, scope_to_user
 
 def execution_progress(execution: PipelineExecution, *, steps: list[ComponentExecution] | None = None) -> dict:
     """{"completed", "failed", "skipped", "cancelled", "running", "pending", "finished", "total",
-    "percentage"}: `percentage` counts every finished step (completed, failed, skipped, cancelled).
-    Counted from `steps` when the caller has loaded them all already (no second query)."""
+    "percentage", "total_items", "completed_items", "failed_items", "skipped_items",
+    "cached_items"}: `percentage` counts every finished step (completed, failed, skipped,
+    cancelled); the item counts are summed over the itemized steps (0 when none is). Counted from
+    `steps` when the caller has loaded them all already (no second query)."""
+    items = dict.fromkeys(ITEM_COLUMNS, 0)
     if steps is not None:
         counts: dict[str, int] = {}
         for step in steps:
             counts[step.status] = counts.get(step.status, 0) + 1
+            if step.item_count is not None:
+                for name, column in ITEM_COLUMNS.items():
+                    items[name] += getattr(step, column)
     else:
-        counts = dict(execution.steps.values_list("status").annotate(n=Count("id")).values_list("status", "n"))
+        itemized = Q(item_count__isnull=False)
+        rows = execution.steps.order_by().values("status").annotate(
+            n=Count("id"), **{name: Sum(column, filter=itemized) for name, column in ITEM_COLUMNS.items()})
+        counts = {}
+        for row in rows:
+            counts[row["status"]] = row["n"]
+            for name in ITEM_COLUMNS:
+                items[name] += row[name] or 0
     total = sum(counts.values())
     finished = sum(counts.get(status, 0) for status in FINISHED_STEP_STATUSES)
     progress = {status.value: counts.get(status.value, 0) for status in StepStatus}
     progress.update(total=total, finished=finished,
                     percentage=progress_percentage(finished, total))
+    progress.update({f"{name}_items": n for name, n in items.items()})
     return progress
 
 

@@ -22,10 +22,14 @@ from imageflow.exceptions import ConflictError
 from imageflow.validators import NUL_MESSAGE, json_nul_path, name_problem
 
 from .dag import validate_definition
-from .models import Component, Pipeline, PipelineVersion
+from .models import Component, ComponentKind, Pipeline, PipelineVersion
 
 COMPONENT_FIELDS = ("name", "description", "docker_image", "version", "runner", "input_schema", "output_schema",
                     "resource_requirements")
+# Set when a component is made, never changed: how a run fans its inputs out and whether its results
+# may be reused follow from them, so steps already run and cached results would contradict a change.
+# Another behaviour is another version.
+COMPONENT_CREATE_FIELDS = ("kind", "deterministic")
 PIPELINE_METADATA_FIELDS = ("name", "description")
 
 
@@ -73,15 +77,23 @@ def _save_component(component: Component) -> Component:
 
 def component_create(*, name: str, version: str, docker_image: str, description: str | None = None,
                      runner: str = Component.Runner.CONTAINER, input_schema: dict | None = None,
-                     output_schema: dict | None = None, resource_requirements: dict | None = None) -> Component:
+                     output_schema: dict | None = None, resource_requirements: dict | None = None,
+                     kind: str = ComponentKind.MERGE, deterministic: bool = False) -> Component:
     data = {"input_schema": input_schema, "output_schema": output_schema, "resource_requirements": resource_requirements}
     component_check(data=data)
     component = Component(name=name, version=version, docker_image=docker_image, description=description,
-                          runner=runner, **data)
+                          runner=runner, kind=kind, deterministic=deterministic, **data)
     return _save_component(component)
 
 
 def component_update(*, component: Component, data: dict[str, Any]) -> Component:
+    """Changes the fields of COMPONENT_FIELDS; `kind` and `deterministic` may be given only with
+    the values the component has (a client sending back what it read)."""
+    changed = {key for key in COMPONENT_CREATE_FIELDS if key in data and data[key] != getattr(component, key)}
+    if changed:
+        raise ValidationError({key: ["cannot be changed once the component exists: create a new version."]
+                               for key in sorted(changed)})
+    data = {key: value for key, value in data.items() if key not in COMPONENT_CREATE_FIELDS}
     unknown = set(data) - set(COMPONENT_FIELDS)
     if unknown:
         raise ValidationError({key: ["cannot be changed."] for key in sorted(unknown)})

@@ -6,6 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from executions.item_counts import step_item_counts
 from executions.models import ComponentExecution, PipelineExecution
 from executions.selectors import execution_outputs_by_input, execution_progress, execution_steps
 from imageflow.api.serializers import ModelSerializer
@@ -21,6 +22,21 @@ class ProgressSerializer(serializers.Serializer):
     finished = serializers.IntegerField(help_text="Steps in a final state (completed, failed, skipped, cancelled).")
     total = serializers.IntegerField()
     percentage = serializers.FloatField(help_text="finished / total * 100")
+    total_items = serializers.IntegerField(help_text="Items of the itemized (map) steps, summed; 0 when none is.")
+    completed_items = serializers.IntegerField(help_text="Items completed (cached ones included), summed.")
+    failed_items = serializers.IntegerField()
+    skipped_items = serializers.IntegerField()
+    cached_items = serializers.IntegerField(help_text="Completed items whose outputs were reused from the cache.")
+
+
+class StepItemsSerializer(serializers.Serializer):
+    """A map step's item counts (`items` of a step; null when the step is not itemized)."""
+
+    total = serializers.IntegerField()
+    completed = serializers.IntegerField(help_text="Cached ones included.")
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    cached = serializers.IntegerField()
 
 
 class UTCDateTimeField(serializers.DateTimeField):
@@ -46,8 +62,15 @@ class ComponentExecutionSerializer(ModelSerializer):
     class Meta:
         model = ComponentExecution
         fields = ["id", "node_id", "component", "status", "input_data", "output_data", "error_message",
-                  "execution_time_ms", "resource_usage", "attempts", "started_at", "completed_at", "created_at"]
+                  "execution_time_ms", "resource_usage", "attempts", "started_at", "completed_at", "created_at",
+                  "items"]
         read_only_fields = fields
+
+    items = serializers.SerializerMethodField()
+
+    @extend_schema_field(StepItemsSerializer(allow_null=True))
+    def get_items(self, obj) -> dict | None:
+        return step_item_counts(obj)
 
     @extend_schema_field({"type": "object", "properties": {"id": {"type": "string", "format": "uuid"},
                                                            "name": {"type": "string"}, "version": {"type": "string"}}})
@@ -141,6 +164,13 @@ class ExecutionRunSerializer(serializers.Serializer):
                                    help_text="Ids of uploaded files the root nodes receive.")
     parameters = serializers.DictField(child=serializers.DictField(), required=False, default=dict,
                                        help_text="Per-node parameter overrides: {node_id: {name: value}}.")
+    on_item_error = serializers.ChoiceField(
+        choices=["fail", "continue"], required=False,
+        help_text="What a failed item of a map step does: fail the run, or skip its downstream items and go on "
+                  "(default: the pipeline's on_item_error, else ON_ITEM_ERROR_DEFAULT).")
+    use_cache = serializers.BooleanField(
+        required=False, default=True,
+        help_text="false: run every item, even one whose result the step cache holds.")
 
 
 class ExecutionAcceptedSerializer(serializers.Serializer):

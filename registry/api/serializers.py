@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from imageflow.validators import validate_name
-from registry.models import Component, Pipeline, PipelineVersion
+from registry.models import Component, ComponentKind, Pipeline, PipelineVersion
 
 
 class ComponentSerializer(serializers.ModelSerializer):
@@ -12,10 +12,20 @@ class ComponentSerializer(serializers.ModelSerializer):
     resource_requirements = serializers.JSONField(required=False, allow_null=True,
                                                   help_text='e.g. {"cpu": 1, "memory": "512Mi", "gpu": 0}')
 
+    kind = serializers.ChoiceField(
+        choices=ComponentKind.choices, required=False,
+        help_text="map: one output per input image (a run fans the inputs out over items); merge (the default): "
+                  "all inputs at once. Set when the component is created; a change is a 400 (create a new "
+                  "version), the same value is accepted.")
+    deterministic = serializers.BooleanField(
+        required=False,
+        help_text="The same inputs and parameters always give the same outputs, so results may be reused from "
+                  "the step cache (default false). Set when the component is created, like kind.")
+
     class Meta:
         model = Component
         fields = ["id", "name", "version", "description", "docker_image", "runner", "input_schema", "output_schema",
-                  "resource_requirements", "created_at", "updated_at"]
+                  "resource_requirements", "kind", "deterministic", "created_at", "updated_at"]
         read_only_fields = ["id", "created_at", "updated_at"]
         # (name, version) uniqueness is checked by the service, answering with a field error.
         validators: list = []

@@ -214,3 +214,78 @@ def test_retry_failed_execution(api, pipeline, image):
 @pytest.mark.django_db
 def test_executions_need_authentication(anon):
     assert anon.get("/api/v1/executions/").status_code == 401
+
+
+# --- item progress ------------------------------------------------------------------------------
+
+def _query_count(api, url) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get(url).status_code == 200
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_detail_and_status_have_each_steps_items_and_the_runs_item_totals(api, owner, resize):
+    # given a run with two map steps part-way through their items and a merge step
+    execution = PipelineExecutionFactory(created_by=owner, pipeline__created_by=owner, status="running")
+    ComponentExecution.objects.bulk_create([
+        ComponentExecution(execution=execution, component=resize, node_id="resize", status="running",
+                           item_count=120, items_completed=37, items_failed=2, items_skipped=1, items_cached=10),
+        ComponentExecution(execution=execution, component=resize, node_id="gray", status="running",
+                           item_count=80, items_completed=5, items_cached=5),
+        ComponentExecution(execution=execution, component=resize, node_id="merge", status="pending"),
+    ])
+    url = f"/api/v1/executions/{execution.pk}/"
+    body = api.get(url).json()
+    # then each step has its counts, a step that is not itemized null
+    assert {s["node_id"]: s["items"] for s in body["steps"]} == {
+        "resize": {"total": 120, "completed": 37, "failed": 2, "skipped": 1, "cached": 10},
+        "gray": {"total": 80, "completed": 5, "failed": 0, "skipped": 0, "cached": 5},
+        "merge": None,
+    }
+    # and the progress sums them over the itemized steps, beside the step counts
+    progress = body["progress"]
+    assert (progress["total_items"], progress["completed_items"], progress["failed_items"],
+            progress["skipped_items"], progress["cached_items"]) == (200, 42, 2, 1, 15)
+    assert (progress["total"], progress["running"], progress["pending"]) == (3, 2, 1)
+    # and when the engine moves a counter, the next poll shows it
+    ComponentExecution.objects.filter(execution=execution, node_id="gray").update(items_completed=80, items_cached=9)
+    again = api.get(url).json()
+    assert again["progress"]["completed_items"] == 117 and again["progress"]["cached_items"] == 19
+    assert next(s for s in again["steps"] if s["node_id"] == "gray")["items"]["completed"] == 80
+
+
+@pytest.mark.django_db
+def test_a_run_without_items_has_zero_item_totals_and_the_poll_costs_no_more_queries(api, owner, resize):
+    plain = PipelineExecutionFactory(created_by=owner, pipeline__created_by=owner, status="running")
+    itemized = PipelineExecutionFactory(created_by=owner, pipeline=plain.pipeline, status="running")
+    for execution, count in ((plain, None), (itemized, 50)):
+        for node in ("a", "b", "c"):
+            ComponentExecution.objects.create(execution=execution, component=resize, node_id=node, item_count=count,
+                                              items_completed=0 if count is None else 7)
+    body = api.get(f"/api/v1/executions/{plain.pk}/").json()
+    assert [s["items"] for s in body["steps"]] == [None, None, None]
+    assert {key: value for key, value in body["progress"].items() if key.endswith("_items")} == {
+        "total_items": 0, "completed_items": 0, "failed_items": 0, "skipped_items": 0, "cached_items": 0}
+    # the counters are columns of the step rows the poll reads anyway
+    assert _query_count(api, f"/api/v1/executions/{itemized.pk}/") == _query_count(api, f"/api/v1/executions/{plain.pk}/")
+    assert api.get(f"/api/v1/executions/{itemized.pk}/").json()["progress"]["completed_items"] == 21
+
+
+@pytest.mark.django_db
+def test_the_progress_selector_without_loaded_steps_sums_the_same_items(owner, resize):
+    from executions.selectors import execution_progress
+
+    execution = PipelineExecutionFactory(created_by=owner, pipeline__created_by=owner, status="running")
+    ComponentExecution.objects.create(execution=execution, component=resize, node_id="a", status="completed",
+                                      item_count=4, items_completed=3, items_failed=1, items_cached=2)
+    ComponentExecution.objects.create(execution=execution, component=resize, node_id="b", status="running",
+                                      item_count=6, items_completed=1)
+    ComponentExecution.objects.create(execution=execution, component=resize, node_id="c", items_completed=9)
+    progress = execution_progress(execution)
+    assert progress == execution_progress(execution, steps=list(execution.steps.all()))
+    assert (progress["total_items"], progress["completed_items"], progress["failed_items"],
+            progress["cached_items"], progress["finished"]) == (10, 4, 1, 2, 1)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from registry.models import Pipeline, PipelineVersion
+from registry.models import Component, Pipeline, PipelineVersion
 from tests.api.conftest import definition
 from tests.factories import ComponentFactory, PipelineExecutionFactory
 
@@ -47,6 +47,52 @@ def test_component_update_and_delete(staff_api, resize):
     assert response.status_code == 200 and response.json()["description"] == "Resize it"
     assert staff_api.delete(f"/api/v1/components/{resize.pk}/").status_code == 204
     assert staff_api.get(f"/api/v1/components/{resize.pk}/").status_code == 404
+
+
+def test_a_new_component_says_its_kind_and_whether_it_is_deterministic(staff_api):
+    # given a map component that declares itself deterministic
+    response = staff_api.post("/api/v1/components/", {**COMPONENT, "kind": "map", "deterministic": True}, format="json")
+    # then both are stored and answered
+    assert response.status_code == 201, response.json()
+    assert (response.json()["kind"], response.json()["deterministic"]) == ("map", True)
+    stored = Component.objects.get(pk=response.json()["id"])
+    assert (stored.kind, stored.deterministic) == ("map", True)
+    assert staff_api.get(f"/api/v1/components/{stored.pk}/").json()["kind"] == "map"
+
+
+def test_a_component_without_kind_is_a_merge_and_not_deterministic(staff_api):
+    response = staff_api.post("/api/v1/components/", COMPONENT, format="json")
+    assert response.status_code == 201
+    assert (response.json()["kind"], response.json()["deterministic"]) == ("merge", False)
+
+
+def test_an_unknown_kind_is_400_naming_it(staff_api):
+    response = staff_api.post("/api/v1/components/", {**COMPONENT, "kind": "reduce"}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["kind"]
+    assert not Component.objects.filter(name="blur").exists()
+
+
+def test_kind_and_deterministic_cannot_change_once_the_component_exists(staff_api):
+    created = staff_api.post("/api/v1/components/", {**COMPONENT, "kind": "map", "deterministic": True},
+                             format="json").json()
+    url = f"/api/v1/components/{created['id']}/"
+    # when a client changes them
+    response = staff_api.patch(url, {"kind": "merge", "deterministic": False}, format="json")
+    # then it is refused, naming both, and nothing changed
+    assert response.status_code == 400
+    assert sorted(response.json()["errors"]) == ["deterministic", "kind"]
+    assert (Component.objects.get(pk=created["id"]).kind, Component.objects.get(pk=created["id"]).deterministic) == (
+        "map", True)
+    # and sending back what it read (a PUT of the GET body) is fine, as is leaving them out
+    body = {key: value for key, value in staff_api.get(url).json().items()
+            if key not in {"id", "created_at", "updated_at"}}
+    assert staff_api.put(url, {**body, "description": "blurs"}, format="json").status_code == 200
+    del body["kind"], body["deterministic"]
+    response = staff_api.put(url, {**body, "description": "blurs more"}, format="json")
+    assert response.status_code == 200
+    assert (response.json()["kind"], response.json()["deterministic"], response.json()["description"]) == (
+        "map", True, "blurs more")
 
 
 def test_component_used_by_a_pipeline_cannot_be_deleted(staff_api, api, resize):
