@@ -62,6 +62,9 @@ class ValidatedDag:
     children: dict[str, list[str]]
     order: list[str]
     incoming: dict[str, list[DagEdge]] = field(default_factory=dict)
+    # What a failed item of a map step does to the run: "fail" or "continue" (None: the setting's
+    # default, ON_ITEM_ERROR_DEFAULT, or what the run asks for).
+    on_item_error: str | None = None
 
     @property
     def roots(self) -> list[str]:
@@ -70,6 +73,11 @@ class ValidatedDag:
     @property
     def leaves(self) -> list[str]:
         return [node_id for node_id in self.order if not self.children[node_id]]
+
+
+# A failed item: the run fails (naming the node, the input file and the cause), or the item's
+# downstream items are skipped and the rest of the run goes on (docs/engine.md, "Items").
+ON_ITEM_ERROR_POLICIES = ("fail", "continue")
 
 
 def _error(errors: list[dict], field_path: str, message: str, node: str | None = None) -> None:
@@ -155,9 +163,12 @@ def validate_definition(definition: dict, *, max_nodes: int | None = None) -> Va
     nul = json_nul_path(definition)
     if nul is not None:
         raise DagValidationError([{"node": None, "field": nul, "message": NUL_MESSAGE}])
-    unknown_keys = set(definition) - {"nodes", "edges"}
+    unknown_keys = set(definition) - {"nodes", "edges", "on_item_error"}
     if unknown_keys:
         _error(errors, "definition", f"unknown keys: {', '.join(sorted(unknown_keys))}.")
+    on_item_error = definition.get("on_item_error")
+    if on_item_error is not None and on_item_error not in ON_ITEM_ERROR_POLICIES:
+        _error(errors, "on_item_error", f"must be one of {', '.join(ON_ITEM_ERROR_POLICIES)}.")
     raw_nodes = definition.get("nodes")
     raw_edges = definition.get("edges", [])
     if not isinstance(raw_nodes, list):
@@ -298,7 +309,8 @@ def validate_definition(definition: dict, *, max_nodes: int | None = None) -> Va
     if errors:
         raise DagValidationError(errors)
     return ValidatedDag(nodes={node_id: nodes[node_id] for node_id in order},
-                        edges=edges, parents=parents, children=children, order=order, incoming=incoming)
+                        edges=edges, parents=parents, children=children, order=order, incoming=incoming,
+                        on_item_error=on_item_error)
 
 
 def find_cycle(ids: list[str], children: dict[str, list[str]]) -> list[str] | None:

@@ -122,6 +122,8 @@ class PipelineRunView(APIView):
         execution = services.execution_start(
             pipeline=pipeline, inputs=serializer.validated_data["inputs"],
             parameters=serializer.validated_data.get("parameters") or None, user=request.user, idempotency_key=key,
+            on_item_error=serializer.validated_data.get("on_item_error"),
+            use_cache=serializer.validated_data["use_cache"],
         )
         if execution.pipeline_id != pipeline.pk:
             raise Conflict("This Idempotency-Key was already used to run another pipeline.")

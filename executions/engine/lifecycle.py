@@ -25,6 +25,7 @@ from executions import logs, signals
 from executions.engine import statements
 from executions.engine.delivery import enqueue_on_commit
 from executions.engine.errors import StepFailure, is_transient
+from executions.engine.fanout import step_inputs, step_items_start
 from executions.engine.monitor import step_monitor
 from executions.engine.runners import StepContext, get_runner
 from executions.engine.transitions import (
@@ -90,6 +91,9 @@ def step_execute(*, step_id, owned_attempt: int | None = None, transient_since: 
         if step.status == StepStatus.PENDING:
             step_transition(step=step, expected=StepStatus.PENDING, to=StepStatus.CANCELLED, completed_at=timezone.now())
         return StepOutcome(reason=f"execution {step.execution.status}")
+    if step.itemized:
+        # A map step runs as items: its step task makes them (or offers them again), drains run them.
+        return StepOutcome(reason=step_items_start(step.pk))
     if step.status == StepStatus.PENDING:
         # Its parents had not all completed when the claim looked; the last one to complete
         # enqueues it (and the sweep re-queues a ready step whose message was lost).
@@ -159,29 +163,11 @@ def _worker_is_dead(worker: str) -> bool:
     return not psutil.pid_exists(int(pid))
 
 
-def _step_inputs(step: ComponentExecution, parent_outputs: dict[str, dict | None]) -> list[str]:
-    data = step.input_data or {}
-    if not data.get("parents"):
-        return list(data.get("inputs") or [])
-    inputs: list[str] = []
-    for edge in data.get("edges", []):
-        produced = list((parent_outputs[edge["from"]] or {}).get("files", []))
-        if edge.get("outputs") is None:
-            inputs.extend(produced)
-        else:
-            for index in edge["outputs"]:
-                if index >= len(produced):
-                    raise StepFailure(f"edge {edge['from']} -> {step.node_id} asks for output {index}, "
-                                      f"but {edge['from']} produced {len(produced)}")
-                inputs.append(produced[index])
-    return inputs
-
-
 def _run_claimed(fetched: statements.FetchedStep, attempt: int, *, transient_since: float | None = None) -> StepOutcome:
     """Run a step this delivery holds (claimed or taken over) on its parents' outputs."""
     step = fetched.step
     try:
-        input_ids = _step_inputs(step, fetched.parent_outputs)
+        input_ids = step_inputs(step, fetched.parent_outputs)
     except StepFailure as exc:
         step_fail(step=step, attempt=attempt, message=str(exc))
         return StepOutcome(reason="bad inputs")

@@ -14,16 +14,16 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from executions.models import ComponentExecution, StepStatus
+from executions.models import ComponentExecution, StepItem, StepStatus
 
 logger = logging.getLogger(__name__)
 
 
 class Watch:
-    """One running step as the process's step monitor sees it."""
+    """One running step (or item of a step) as the process's step monitor sees it."""
 
-    def __init__(self, step_pk, attempt: int, rss: int) -> None:
-        self.step_pk, self.attempt = step_pk, attempt
+    def __init__(self, model, step_pk, attempt: int, rss: int) -> None:
+        self.model, self.step_pk, self.attempt = model, step_pk, attempt
         self.lost = threading.Event()  # the step is no longer ours (cancelled, taken over)
         self.peak_rss = rss
         self.next_beat = time.monotonic() + settings.STEP_HEARTBEAT_SECONDS
@@ -45,8 +45,9 @@ class StepMonitor(threading.Thread):
         self.lock = threading.Lock()
         self.busy = threading.Event()
 
-    def watch(self, step: ComponentExecution, attempt: int) -> Watch:
-        watch = Watch(step.pk, attempt, self.process.memory_info().rss)
+    def watch(self, step: ComponentExecution | StepItem, attempt: int) -> Watch:
+        """Keep the claim of a running step, or of a running item (a StepItem), alive."""
+        watch = Watch(type(step), step.pk, attempt, self.process.memory_info().rss)
         with self.lock:
             self.watches.add(watch)
         self.busy.set()
@@ -88,7 +89,7 @@ class StepMonitor(threading.Thread):
             watch.peak_rss = max(watch.peak_rss, rss)
             if now >= watch.next_beat and not watch.stopped:
                 watch.next_beat = now + settings.STEP_HEARTBEAT_SECONDS
-                alive = ComponentExecution.objects.filter(
+                alive = watch.model.objects.filter(
                     pk=watch.step_pk, status=StepStatus.RUNNING, attempts=watch.attempt,
                 ).update(heartbeat_at=timezone.now())
                 if not alive:

@@ -106,7 +106,7 @@ _CLAIM_SQL = f"""
 WITH target AS (
     SELECT s.id
       FROM {_STEPS} s JOIN {_RUNS} e ON e.id = s.execution_id
-     WHERE s.id = %(step)s AND s.status = '{StepStatus.PENDING.value}'
+     WHERE s.id = %(step)s AND s.status = '{StepStatus.PENDING.value}' AND NOT (s.input_data ? 'items')
        AND e.status IN ('{ExecutionStatus.PENDING.value}', '{ExecutionStatus.RUNNING.value}')
        AND NOT EXISTS (
            SELECT FROM {_STEPS} p

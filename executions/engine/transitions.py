@@ -82,7 +82,8 @@ def finish_run_if_done(execution_id) -> None:
 
 def steps_graph(execution_id) -> list[ComponentExecution]:
     return list(ComponentExecution.objects.filter(execution_id=execution_id).only(
-        "id", "execution_id", "node_id", "status", "input_data", "component_id"))
+        "id", "execution_id", "node_id", "status", "input_data", "component_id", "item_count", "items_failed",
+        "items_skipped"))
 
 
 def skip_descendants(step: ComponentExecution) -> None:
@@ -127,5 +128,25 @@ def finish_if_done(execution: PipelineExecution) -> None:
     leaves = [s.node_id for s in steps if s.node_id not in parents]
     outputs = {node_id: files for node_id, files in ComponentExecution.objects.filter(
         execution_id=execution.pk, node_id__in=leaves).values_list("node_id", "output_data__files")}
+    output_data = {"outputs": outputs}
+    if any(s.items_failed or s.items_skipped for s in steps):  # on_item_error "continue"
+        output_data.update(failed_items_summary(execution.pk, steps))
     execution_transition(execution_id=execution.pk, expected=ExecutionStatus.RUNNING, to=ExecutionStatus.COMPLETED,
-                         completed_at=now, output_data={"outputs": outputs})
+                         completed_at=now, output_data=output_data)
+
+
+FAILED_ITEMS_LISTED = 1000
+
+
+def failed_items_summary(execution_id, steps: list[ComponentExecution]) -> dict:
+    """The failed items of a run that went on past them, by input: their node, item, input files
+    and error (the first FAILED_ITEMS_LISTED), and how many items failed and were skipped."""
+    from executions.models import StepItem
+
+    nodes = {s.pk: s.node_id for s in steps}
+    listed = [{"node": nodes.get(step_id), "item": index, "inputs": inputs or [], "error": error}
+              for step_id, index, inputs, error in StepItem.objects.filter(
+                  execution_id=execution_id, status=StepStatus.FAILED).order_by("index", "step_id").values_list(
+                  "step_id", "index", "inputs", "error_message")[:FAILED_ITEMS_LISTED]]
+    return {"failed_items": listed, "items_failed": sum(s.items_failed for s in steps),
+            "items_skipped": sum(s.items_skipped for s in steps)}

@@ -236,7 +236,7 @@ def test_sweep_requeues_a_step_whose_worker_went_silent(thread_worker, builtins,
     # given a running step whose worker stopped sending heartbeats and whose message is gone
     execution = _silent_run([("grayscale", [])], user=user, inputs=[str(jpeg_file().id)], silent_attempts=1)
     # when the periodic sweep runs
-    assert execution_sweep() == {"stale": 1, "ready": 0, "finished": 0}
+    assert execution_sweep() == {"stale": 1, "ready": 0, "finished": 0, "items_offered": 0}
     # then the step is taken over and the run completes
     wait_finished(execution)
     step = execution.steps.get()
@@ -268,7 +268,7 @@ def test_sweep_requeues_a_ready_step_whose_message_was_lost(thread_worker, engin
                               input_data={"parameters": {}, "parents": [], "edges": [], "inputs": [str(source.id)]})
     # when it has waited longer than the timeout and the sweep runs
     engine_settings.STEP_HEARTBEAT_TIMEOUT_SECONDS = 0.3
-    wait_for(lambda: execution_sweep() == {"stale": 0, "ready": 1, "finished": 0}, timeout=10, interval=0.2, what="the sweep")
+    wait_for(lambda: execution_sweep() == {"stale": 0, "ready": 1, "finished": 0, "items_offered": 0}, timeout=10, interval=0.2, what="the sweep")
     # then the step runs and the run completes
     wait_finished(execution)
     assert execution.status == ExecutionStatus.COMPLETED and execution.steps.get().attempts == 1

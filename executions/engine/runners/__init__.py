@@ -40,6 +40,7 @@ class StepContext:
     inputs: list[File]
     cancelled: threading.Event
     created_by_id: Any = None
+    item: Any = None  # the StepItem being run, for an item of a map step
     created_files: list[File] = field(default_factory=list)
     # Output file id -> the ids of the inputs it was derived from (FileLineage, written on completion).
     derived_from: dict[str, list[str]] = field(default_factory=dict)
@@ -57,7 +58,8 @@ class StepContext:
         stored = file_store_bytes(
             content=content, original_name=name, created_by_id=self.created_by_id, prefix="outputs",
             extra_metadata={"execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
-                            "node_id": self.step.node_id, "attempt": self.attempt},
+                            "node_id": self.step.node_id, "attempt": self.attempt,
+                            **({"item": self.item.index} if self.item is not None else {})},
         )
         self.created_files.append(stored)
         sources = self.inputs if derived_from is None else derived_from
