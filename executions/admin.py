@@ -24,8 +24,9 @@ from .admin_actions import (
     rerun_executions,
     retry_executions,
 )
-from .admin_live import LiveProgressAdminMixin
+from .admin_live import LiveProgressAdminMixin, items_percentage, items_text
 from .admin_pictures import execution_picture_html, execution_timeline_html
+from .item_counts import step_item_counts
 from .models import (
     FINISHED_EXECUTION_STATUSES,
     FINISHED_STEP_STATUSES,
@@ -223,10 +224,21 @@ class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, RunDataMi
     list_filter = ("status", "started_at")
     search_fields = ("node_id", "component__name", "execution__id")
     list_select_related = ("execution", "component")
-    fields = ("execution", "node_id", "component", "status", "attempts", "worker", "reused_from", "waiting_parents",
-              "inputs_pretty", "outputs_pretty", "error_message", "execution_time_ms", "resource_usage_pretty",
-              "heartbeat_at", "started_at", "completed_at")
+    fields = ("execution", "node_id", "component", "status", "items_column", "attempts", "worker", "reused_from",
+              "waiting_parents", "inputs_pretty", "outputs_pretty", "error_message", "execution_time_ms",
+              "resource_usage_pretty", "heartbeat_at", "started_at", "completed_at")
     readonly_fields = fields
+
+    class Media:
+        css = PICTURE_MEDIA_CSS  # the progress bar's style
+
+    @admin.display(description="items")
+    def items_column(self, obj):
+        items = step_item_counts(obj)
+        if items is None:
+            return "— (not run as items)"
+        return format_html('<span class="run-progress" title="{}%"><span style="width:{}%"></span></span>{}',
+                           items_percentage(items), items_percentage(items), items_text(items))
 
 
     @admin.display(description="resource usage")

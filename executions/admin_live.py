@@ -1,8 +1,11 @@
-"""The live panel of the pipeline execution admin page: progress bar, steps, latest log lines.
+"""The live panel of the pipeline execution admin page: progress bar, steps (with a map step's
+item counts), latest log lines.
 
 The page renders the current state server-side; `live_progress.js` then follows the run over
 the WebSocket (the admin's session cookie authenticates it) and refreshes the panel from the
-`<id>/live/` JSON view on each event, or every few seconds when WebSockets are unavailable.
+`<id>/live/` JSON view on each status event, or every few seconds when WebSockets are
+unavailable; a step_items event (a few a second per run at most) updates its step's items in
+place, without a request.
 """
 
 from __future__ import annotations
@@ -33,7 +36,26 @@ def live_state(execution_id, *, lines: int = LATEST_LOG_LINES) -> dict:
     ]
     for step in snapshot.get("steps", []):
         step["started"], step["completed"] = _display(step["started_at"]), _display(step["completed_at"])
+        step["items_text"], step["items_percentage"] = items_text(step["items"]), items_percentage(step["items"])
+    snapshot["run_items_text"] = items_text(snapshot.get("run_items"))
     return snapshot
+
+
+def items_text(items: dict[str, int] | None) -> str:
+    """'37/120 items, 2 failed, 10 cached' (what is nought is left out); '' when not itemized.
+    live_progress.js writes the same from a step_items event."""
+    if not items:
+        return ""
+    parts = [f"{items['completed']}/{items['total']} items"]
+    parts += [f"{items[name]} {name}" for name in ("failed", "skipped", "cached") if items[name]]
+    return ", ".join(parts)
+
+
+def items_percentage(items: dict[str, int] | None) -> float:
+    """The share of the step's items that have finished, completed, failed or skipped."""
+    if not items or not items["total"]:
+        return 0.0
+    return round(100.0 * (items["completed"] + items["failed"] + items["skipped"]) / items["total"], 1)
 
 
 def _display(iso: str | None) -> str:

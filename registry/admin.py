@@ -83,7 +83,7 @@ def _finish_as_saved(obj, saved) -> None:
 class ComponentAdminForm(forms.ModelForm):
     class Meta:
         model = Component
-        fields = services.COMPONENT_FIELDS
+        fields = services.COMPONENT_FIELDS + services.COMPONENT_CREATE_FIELDS
 
     def clean(self):
         data = super().clean()
@@ -101,17 +101,23 @@ class ComponentAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
     API: a component that a pipeline names or a run used is not deleted."""
 
     form = ComponentAdminForm
-    list_display = ("name", "version", "runner", "docker_image", "updated_at")
-    list_filter = ("runner", "updated_at")
+    list_display = ("name", "version", "runner", "kind", "deterministic", "docker_image", "updated_at")
+    list_filter = ("runner", "kind", "deterministic", "updated_at")
     search_fields = ("name", "description", "docker_image")
     date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        # Chosen when the component is made (registry.services.COMPONENT_CREATE_FIELDS).
+        readonly = tuple(super().get_readonly_fields(request, obj))
+        return readonly + services.COMPONENT_CREATE_FIELDS if obj is not None else readonly
 
     def save_model(self, request, obj, form, change):
         data = {key: form.cleaned_data.get(key) for key in services.COMPONENT_FIELDS}
         if change:
             saved = services.component_update(component=Component.objects.get(pk=obj.pk), data=data)
         else:
-            saved = services.component_create(**data)
+            saved = services.component_create(
+                **data, **{key: form.cleaned_data[key] for key in services.COMPONENT_CREATE_FIELDS})
         _finish_as_saved(obj, saved)
 
     def service_delete(self, request, obj):

@@ -208,3 +208,28 @@ def test_deleting_a_component_a_pipeline_names_is_refused_with_a_message(staff_c
     assert "Deleted 1 component." in html
     assert set(Component.objects.filter(pk__in=[resize.pk, gray.pk, blur.pk]).values_list("name", flat=True)) == {
         "resize", "grayscale"}
+
+
+def test_a_component_made_in_the_admin_says_its_kind_and_determinism_which_then_stay(staff_client):
+    # given a map component added as deterministic
+    data = {**form_of(staff_client, admin_url(Component, "add")), "name": "sharpen", "version": "1.0.0",
+            "docker_image": "example/sharpen:1", "runner": "container", "input_schema": '{"type": "object"}',
+            "kind": "map", "deterministic": "on"}
+    response = staff_client.post(admin_url(Component, "add"), data)
+    assert response.status_code == 302, errors_of(response)
+    component = Component.objects.get(name="sharpen")
+    assert (component.kind, component.deterministic) == ("map", True)
+    # then the list shows both
+    html = staff_client.get(admin_url(Component, "changelist")).content.decode()
+    row = re.search(r'<tr[^>]*>(?:(?!</tr>).)*sharpen(?:(?!</tr>).)*</tr>', html, re.S).group(0)
+    assert '<td class="field-kind">Map (one output per input)</td>' in row
+    assert 'class="field-deterministic"><img src="/static/admin/img/icon-yes.svg" alt="True">' in row
+    # and its page shows them read-only: a post cannot change them
+    change = admin_url(Component, "change", component.pk)
+    page = staff_client.get(change).content.decode()
+    assert 'name="kind"' not in page and "Map (one output per input)" in page
+    form = form_of(staff_client, change)
+    response = staff_client.post(change, {**form, "kind": "merge", "description": "sharper"})
+    assert response.status_code == 302, errors_of(response)
+    component.refresh_from_db()
+    assert (component.kind, component.deterministic, component.description) == ("map", True, "sharper")
