@@ -317,3 +317,62 @@ def test_the_builtin_runner_counts_its_decodes(resize, images, user):
     assert (mapped.metrics["decoded"], len(mapped.outputs)) == (2, 2)
     assert (merged.metrics["decoded"], len(merged.outputs)) == (2, 1)
     assert passed.metrics["decoded"] == 0
+
+
+# --- end to end: a real worker runs the same pipeline twice -----------------------------------------
+
+def _decoded(execution) -> int:
+    return sum((item.metrics or {}).get("decoded", 0) for item in StepItem.objects.filter(execution=execution))
+
+
+@pytest.mark.worker
+@pytest.mark.timeout(240)
+def test_a_second_run_of_the_same_images_is_completed_from_the_cache(engine_settings, builtins, pipeline_of,
+                                                                     jpeg_file, user):
+    from executions.models import ExecutionStatus
+    from executions.services import execution_start
+    from tests.executions.conftest import ProcessWorker, _purge_queue, node, wait_finished
+
+    # given a worker of two processes, items of 2 images, and a 3-step chain on 4 images
+    engine_settings.STEP_ITEM_BATCH = 2
+    _purge_queue()
+    worker = ProcessWorker(extra_env={"STEP_ITEM_BATCH": "2", "STEP_CACHE_ENABLED": "true"})
+    try:
+        pipeline = pipeline_of([node("small", "resize", width=120), node("gray", "grayscale"),
+                                node("soft", "blur", radius=2)],
+                               [{"from": "small", "to": "gray"}, {"from": "gray", "to": "soft"}])
+        sources = [jpeg_file(320 + 8 * i, 240) for i in range(4)]
+
+        def run(**overrides):
+            execution = wait_finished(execution_start(pipeline=pipeline, inputs=[s.id for s in sources], user=user,
+                                                      **overrides), timeout=120)
+            assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+            return execution, {s.node_id: s for s in execution.steps.all()}
+
+        # when it runs the first time, every item runs and decodes its images
+        first, first_steps = run()
+        assert {n: (s.item_count, s.items_cached) for n, s in first_steps.items()} == {
+            "small": (2, 0), "gray": (2, 0), "soft": (2, 0)}
+        assert _decoded(first) == 12  # 4 images x 3 steps
+        # then the second run on the same images completes every item from the cache, decoding none
+        second, second_steps = run()
+        assert {n: (s.item_count, s.items_cached) for n, s in second_steps.items()} == {
+            "small": (2, 2), "gray": (2, 2), "soft": (2, 2)}
+        assert _decoded(second) == 0
+        firsts = [File.objects.get(pk=f) for f in first_steps["soft"].output_data["files"]]
+        seconds = [File.objects.get(pk=f) for f in second_steps["soft"].output_data["files"]]
+        assert [f.checksum for f in seconds] == [f.checksum for f in firsts]
+        assert [f.storage_path for f in seconds] == [f.storage_path for f in firsts]
+        assert {f.id for f in seconds}.isdisjoint({f.id for f in firsts})
+        assert all(f.metadata["execution_id"] == str(second.pk) for f in seconds)
+        # and a changed parameter misses where it changes the key: blur runs, the steps before it do not
+        third, third_steps = run(parameters={"soft": {"radius": 3}})
+        assert {n: s.items_cached for n, s in third_steps.items()} == {"small": 2, "gray": 2, "soft": 0}
+        assert _decoded(third) == 4
+        thirds = [File.objects.get(pk=f) for f in third_steps["soft"].output_data["files"]]
+        assert {f.checksum for f in thirds}.isdisjoint({f.checksum for f in firsts})
+        stats = cache.cache_stats()
+        assert (stats["entries"], stats["hits"], stats["misses"]) == (8, 10, 8)
+    finally:
+        worker.stop()
+        _purge_queue()
