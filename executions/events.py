@@ -464,6 +464,18 @@ def on_step_status_changed(sender, *, execution_id, step_id, node_id, status, pr
                            **kwargs) -> None:
     # Item counts this process holds for the run go out before the step's status (its completion
     # then follows its last counts, and carries them: the script adds the step's published items).
+    # A step that finished gets its counts as committed with it (one primary-key read): whichever
+    # order the engine sends the two signals in (a failed item's counts come after the step's
+    # failure), the finished step's last counts are never behind its status event.
+    if status in FINISHED_STEP_STATUSES:
+        try:
+            committed = step_item_counts(ComponentExecution.objects.filter(pk=step_id).values(
+                *ITEM_COLUMNS.values()).first() or {})
+        except Exception:
+            logger.exception("could not read the item counts of step %s", step_id)
+            committed = None
+        if committed is not None:
+            item_progress.add(execution_id=execution_id, step_id=step_id, node_id=node_id, items=committed)
     item_progress.flush(execution_id)
     try:
         publish(step_event(execution_id=execution_id, step_id=step_id, node_id=node_id, status=status,

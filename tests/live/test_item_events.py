@@ -97,10 +97,11 @@ def test_a_steps_last_counts_go_out_before_its_completion_which_carries_them(ite
     settings.ITEM_EVENTS_PER_SECOND = 0.5
     listener = GroupListener(itemized_step.execution_id)
     try:
-        send(itemized_step, items(10, total=40))
-        send(itemized_step, items(20, total=40))
-        send(itemized_step, items(30, total=40, failed=1))
-        # when the step fails before the next slot
+        send(itemized_step, items(10))
+        send(itemized_step, items(20))
+        send(itemized_step, items(30, failed=1))
+        # when the step fails before the next slot (with those counts committed)
+        type(itemized_step).objects.filter(pk=itemized_step.pk).update(items_completed=30, items_failed=1)
         commit_step_status(itemized_step, expected="running", to="failed")
         published = listener.read(seconds=0.5)
     finally:
@@ -109,7 +110,7 @@ def test_a_steps_last_counts_go_out_before_its_completion_which_carries_them(ite
     assert [(e["type"], e["items"]["completed"]) for e in published] == [
         ("step_items", 10), ("step_items", 30), ("step", 30)]
     assert published[-1]["status"] == "failed"
-    assert published[-1]["items"] == items(30, total=40, failed=1)
+    assert published[-1]["items"] == items(30, failed=1)
     assert published[-1]["previous_status"] == "running"
 
 
@@ -248,3 +249,20 @@ def test_the_event_of_a_run_without_items_has_none(settings):
     assert "items" not in event and event["type"] == "step"
     assert events.snapshot(execution.id)["run_items"] is None
     assert uuid.UUID(event["step_id"]) == step.id
+
+
+def test_a_finished_steps_counts_as_committed_go_out_before_its_status_when_no_signal_brought_them(itemized_step):
+    # given a step whose last item failed and failed it, its counts committed with the failure but
+    # their signal sent after the step's (the engine's order for a failed item)
+    listener = GroupListener(itemized_step.execution_id)
+    try:
+        send(itemized_step, items(10, total=1000))
+        type(itemized_step).objects.filter(pk=itemized_step.pk).update(items_completed=12, items_failed=1)
+        commit_step_status(itemized_step, expected="running", to="failed")
+        send(itemized_step, items(12, total=1000, failed=1))
+        published = listener.read(seconds=0.5)
+    finally:
+        listener.close()
+    # then the committed counts came first, the failure carries them, and the late signal adds nothing
+    assert [(e["type"], e["items"]) for e in published] == [
+        ("step_items", items(10)), ("step_items", items(12, failed=1)), ("step", items(12, failed=1))]
