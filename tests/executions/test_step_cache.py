@@ -15,11 +15,11 @@ from django.utils import timezone
 from PIL import Image
 from rest_framework.test import APIClient
 
+from executions.catalogue import builtin_components_register
 from executions.engine import cache
 from executions.engine.runners import StepContext
 from executions.engine.runners.builtin import BuiltinRunner
 from executions.models import StepCacheEntry, StepItem
-from executions.catalogue import builtin_components_register
 from files.models import File
 from files.services import file_delete, file_read_bytes, file_store_bytes
 from registry.models import Component
