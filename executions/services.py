@@ -139,7 +139,7 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
 
 def _items_plan(dag, node_id: str) -> dict:
     """{"items": {"streams_from": parent or None}} for a map step (nothing for a merge step)."""
-    if dag.nodes[node_id].component.kind != ComponentKind.MAP:
+    if dag.nodes[node_id].component.kind != ComponentKind.MAP or not settings.STEP_ITEMS_ENABLED:
         return {}
     edges = dag.incoming[node_id]
     streams = (len(edges) == 1 and edges[0].outputs is None

@@ -378,6 +378,9 @@ STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 2)
 # Items (executions/engine/items.py): a map step over N inputs runs as ceil(N / STEP_ITEM_BATCH)
 # items, each claimed and run on its own by any worker (docs/engine.md, "Items").
 STEP_ITEM_BATCH = env.int("STEP_ITEM_BATCH", 8)
+# Off: a map step runs as one step task over all its inputs, as before items (the run start
+# decides; for comparisons in benchmarks, and the tests of the step-level path merge steps use).
+STEP_ITEMS_ENABLED = env.bool("STEP_ITEMS_ENABLED", True)
 # How many drain tasks a run's ready items are offered to at once: each takes one ready item after
 # another (lowest index first) until none is left or its slice is over, then sends itself again,
 # so runs share the workers. More than the worker processes there are costs only idle messages.

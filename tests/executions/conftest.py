@@ -193,3 +193,13 @@ def process_worker(transactional_db, engine_settings):
     yield worker
     worker.stop()
     _purge_queue()
+
+
+def run_here(step) -> None:
+    """Run a step in this process, without a worker: its task's body, then, for a map step, the
+    drain of its items (the messages the engine sends meanwhile wait in the test queue)."""
+    from executions.engine.items import items_drain
+    from executions.engine.lifecycle import step_execute
+
+    step_execute(step_id=step.pk)
+    items_drain(execution_id=step.execution_id)

@@ -40,6 +40,12 @@ def complete(claimed: statements.Claim, files: list[str] | None = None):
                                     line=line)
 
 
+@pytest.fixture(autouse=True)
+def _step_level(settings):
+    # These are the statements of the step-level path (merge steps; every step with items off).
+    settings.STEP_ITEMS_ENABLED = False
+
+
 @pytest.fixture
 def diamond(builtins, pipeline_of):
     return pipeline_of(DIAMOND_NODES, DIAMOND_EDGES)

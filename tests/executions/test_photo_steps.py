@@ -12,14 +12,13 @@ import pytest
 from django.test import override_settings
 from PIL import Image, ImageChops, ImageCms, ImageStat
 
-from executions.engine.lifecycle import step_execute
 from executions.engine.runners.builtin import BUILTIN_OPERATIONS
 from executions.models import StepStatus
 from executions.services import execution_start
 from files.imaging import image_decode
 from files.models import File
 from files.services import file_read_bytes, file_store_bytes
-from tests.executions.conftest import node, open_image
+from tests.executions.conftest import node, open_image, run_here
 from tests.photos import HEIC, ORIENTATION, PHOTOS, photo_id, shown
 
 
@@ -27,7 +26,7 @@ def run_single(pipeline_of, user, files, component: str, run_parameters: dict | 
     execution = execution_start(pipeline=pipeline_of([node("op", component, **params)]),
                                 inputs=[f.id for f in files], user=user, parameters=run_parameters)
     step = execution.steps.get()
-    step_execute(step_id=step.pk)
+    run_here(step)
     step.refresh_from_db()
     return step
 
@@ -315,7 +314,8 @@ def test_an_image_over_the_pixel_limit_is_a_clear_step_failure(builtins, pipelin
     step = run_single(pipeline_of, user, [source], "resize", width=100)
     assert step.status == StepStatus.FAILED
     assert step.error_message == ("resize: input Canon_PowerShot_S40.jpg is too large: 480x360 is 172,800 pixels, "
-                                  "more than the limit of 50,000 (IMAGE_MAX_PIXELS)")
+                                  "more than the limit of 50,000 (IMAGE_MAX_PIXELS) "
+                                  f"(item 0, inputs Canon_PowerShot_S40.jpg ({source.id}))")
 
 
 @pytest.mark.parametrize("path", HEIC, ids=photo_id)

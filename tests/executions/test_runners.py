@@ -7,18 +7,17 @@ import botocore.exceptions
 import pytest
 
 from executions.engine.errors import StepFailure, TransientStepError, is_transient
-from executions.engine.lifecycle import step_execute
 from executions.models import StepStatus
 from executions.services import execution_start
 from files.models import File
-from tests.executions.conftest import node, open_image
+from tests.executions.conftest import node, open_image, run_here
 
 
 def run_single(pipeline_of, user, files, component: str, **params):
     execution = execution_start(pipeline=pipeline_of([node("op", component, **params)]),
                                 inputs=[f.id for f in files], user=user)
     step = execution.steps.get()
-    step_execute(step_id=step.pk)
+    run_here(step)
     step.refresh_from_db()
     return step
 
@@ -93,7 +92,7 @@ def test_external_answers_that_break_the_contract_fail_the_step(contract_compone
                                                                                     "version": "1.0.0"}}]),
                                 inputs=[], user=user)
     step = execution.steps.get()
-    step_execute(step_id=step.pk)
+    run_here(step)
     step.refresh_from_db()
     assert step.status == StepStatus.FAILED and message in step.error_message
     assert File.objects.count() == 0
@@ -105,7 +104,7 @@ def test_external_command_that_cannot_start_fails_the_step(contract_component, e
                                                                                     "version": "1.0.0"}}]),
                                 inputs=[], user=user)
     step = execution.steps.get()
-    step_execute(step_id=step.pk)
+    run_here(step)
     step.refresh_from_db()
     assert step.status == StepStatus.FAILED and step.error_message.startswith("cannot start '/nonexistent/runner'")
 

@@ -54,9 +54,11 @@ def test_duplicate_deliveries_racing_run_a_step_once(process_worker, builtins, p
     assert len(steps["gray"].output_data["files"]) == 1
 
 
-def test_pool_process_killed_mid_step_runs_the_step_again_elsewhere(process_worker, builtins, pipeline_of, jpeg_file,
-                                                                     user):
-    # given a run whose first step takes a few seconds
+def test_pool_process_killed_mid_step_runs_the_step_again_elsewhere(process_worker, settings, builtins, pipeline_of,
+                                                                     jpeg_file, user):
+    # given a run whose first step takes a few seconds, run as whole steps (the same for an item:
+    # tests/executions/test_items.py)
+    settings.STEP_ITEMS_ENABLED = False
     pipeline = pipeline_of([node("slow", "passthrough", sleep_seconds=3), node("gray", "grayscale")],
                            [{"from": "slow", "to": "gray"}])
     execution = execution_start(pipeline=pipeline, inputs=[jpeg_file().id], user=user)
