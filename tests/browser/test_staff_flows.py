@@ -106,6 +106,11 @@ def test_staff_upload_build_run_watch_fail_cancel_and_dashboard(stack, staff_pag
     page.wait_for_function("() => document.querySelectorAll('#dag-live g.dag-status-completed').length === 3",
                            timeout=30000)
     assert "100%" in page.locator('[data-role="counts"]').inner_text()
+    # each map step's items, as the live panel drew them: all finished, a full bar
+    page.wait_for_function("() => Array.from(document.querySelectorAll('#live-progress [data-role=\"items\"]'))"
+                           ".filter(td => /^(\\d+)\\/\\1 items/.test(td.textContent)).length === 3", timeout=30000)
+    assert page.locator('#live-progress [data-role="items"] .run-progress > span').evaluate_all(
+        "bars => bars.map(b => b.style.width)") == ["100%"] * 3
     # the timeline followed the run on the page (opened before its steps ran): three bars, all completed
     page.wait_for_function("() => document.querySelectorAll("
                            "'#run-timeline-live tr.tl-row .tl-bar.status-completed').length === 3", timeout=30000)

@@ -99,3 +99,25 @@ def test_events_of_another_users_run_are_not_found_and_anonymous_is_401(token_fo
     stranger, anonymous = asyncio.run(scenario())
     assert (stranger.status_code, stranger.json()["type"]) == (404, "not_found")
     assert anonymous.status_code == 401
+
+
+def test_a_long_poll_after_a_superseded_item_event_answers_the_kept_events_not_a_snapshot(token_for):
+    # given a map step that published 3 item events: the history keeps only the newest
+    from executions import events
+
+    execution, step = one_step_run()
+    counts = {"total": 10, "completed": 0, "failed": 0, "skipped": 0, "cached": 0}
+    for done in (1, 2, 3):
+        events.publish_step_items(execution.id, [(str(step.id), "resize", {**counts, "completed": done})])
+    auth = {"headers": {"Authorization": f"Token {token_for(execution.created_by)}"}}
+    url = f"/api/v1/executions/{execution.id}/events/"
+
+    async def scenario():
+        client = AsyncClient()
+        # when a client that saw seq 1 asks for what came after
+        return await streamed_json(await client.get(url, {"after": 1, "timeout": 1}, **auth))
+
+    body = asyncio.run(scenario())
+    # then it gets the step's newest counts (seq 2 was superseded by 3), no resync
+    assert [(e["type"], e["seq"], e["items"]["completed"]) for e in body["events"]] == [("step_items", 3, 3)]
+    assert (body["last_seq"], body["final"]) == (3, False)
