@@ -10,6 +10,11 @@
   `imageflow_queue_length{queue}` (Redis LLEN of each Celery queue); `imageflow_log_buffer_backlog`
   (unshipped log rows) and `imageflow_log_shipping_lag_seconds` (age of the oldest unshipped row,
   0 when none).
+- Items of map steps: `imageflow_item_duration_seconds{component,status}` (observed by the worker
+  that finished the item, no query) and `imageflow_step_cache_lookups_total{result}` (hit or miss);
+  at scrape time `imageflow_items{status}` (pending and running, from their partial indexes) and
+  `imageflow_items_stale`, and the cache's `imageflow_step_cache_entries`, `_bytes`, `_max_bytes`
+  (its counters, executions.engine.cache.cache_stats).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from django.conf import settings
 from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
-from prometheus_client import Histogram
+from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
 from executions.models import ComponentExecution, ExecutionStatus, StepStatus
@@ -30,6 +35,11 @@ from imageflow.metrics import register_scrape_collector
 STEP_DURATION = Histogram(
     "imageflow_step_duration_seconds", "Duration of finished steps (execution_time_ms), by component and status.",
     ["component", "status"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800))
+
+ITEM_DURATION = Histogram(
+    "imageflow_item_duration_seconds", "Duration of finished items of map steps, by component and status.",
+    ["component", "status"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600))
+CACHE_LOOKUPS = Counter("imageflow_step_cache_lookups_total", "Step cache lookups of items, by result.", ["result"])
 
 ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.RUNNING)
 FINAL_RUN_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
@@ -87,12 +97,34 @@ def collect_engine():
                        "ORDER BY id LIMIT 1")
         first_unshipped = cursor.fetchone()
     yield GaugeMetricFamily("imageflow_steps_stale", "Running steps silent past the heartbeat timeout.", value=stale)
+    yield from collect_items(now)
     yield GaugeMetricFamily("imageflow_oldest_running_run_seconds", "Age of the oldest running run (0: none).",
                             value=(now - oldest).total_seconds() if oldest else 0)
     yield GaugeMetricFamily("imageflow_log_buffer_backlog", "Log records not shipped to the search server yet.",
                             value=backlog)
     yield GaugeMetricFamily("imageflow_log_shipping_lag_seconds", "Age of the oldest unshipped log record (0: none).",
                             value=max(0.0, (now - first_unshipped[0]).total_seconds()) if first_unshipped else 0)
+
+
+def collect_items(now):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM step_items WHERE status = 'pending' AND waiting = 0")
+        ready = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*), count(*) FILTER (WHERE heartbeat_at < %s) FROM step_items "
+                       "WHERE status = 'running'", [now - timedelta(seconds=settings.STEP_HEARTBEAT_TIMEOUT_SECONDS)])
+        running, stale = cursor.fetchone()
+    family = GaugeMetricFamily("imageflow_items", "Items of map steps ready to run (pending, their inputs there) "
+                                                  "or running now.", labels=["status"])
+    family.add_metric([StepStatus.PENDING], ready)
+    family.add_metric([StepStatus.RUNNING], running)
+    yield family
+    yield GaugeMetricFamily("imageflow_items_stale", "Running items silent past the heartbeat timeout.", value=stale)
+    from executions.engine.cache import cache_stats
+
+    stats = cache_stats()
+    yield GaugeMetricFamily("imageflow_step_cache_entries", "Entries of the step cache.", value=stats["entries"])
+    yield GaugeMetricFamily("imageflow_step_cache_bytes", "Bytes of outputs the step cache keeps.", value=stats["bytes"])
+    yield GaugeMetricFamily("imageflow_step_cache_max_bytes", "The step cache's byte budget.", value=stats["max_bytes"])
 
 
 def collect_queues():

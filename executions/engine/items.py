@@ -50,6 +50,7 @@ from executions.engine.transitions import (
     step_transition,
     steps_graph,
 )
+from executions.metrics import CACHE_LOOKUPS, ITEM_DURATION
 from executions.models import ComponentExecution, ExecutionStatus, StepItem, StepStatus
 from files.models import File
 from imageflow.outages import LABELS, unavailable_service
@@ -138,6 +139,7 @@ def item_run(item: StepItem) -> None:
             from executions.engine import cache
 
             hit = cache.cache_lookup(cache_key)
+            CACHE_LOOKUPS.labels(result="hit" if hit is not None else "miss").inc()
             if hit is not None:
                 outputs = cache.cache_materialize(hit, context=context)
                 metrics = {"cache": "hit", "decoded": 0, "images": len(outputs)}
@@ -162,6 +164,8 @@ def item_run(item: StepItem) -> None:
     won, _, counts = item_statements.item_complete(
         item=item, now=timezone.now(), outputs=output_ids, metrics=metrics, execution_time_ms=elapsed_ms,
         lineage=context.lineage(outputs), reused_from=hit.item_id if hit else None, cached=hit is not None)
+    ITEM_DURATION.labels(component=step.component.name, status="completed" if won else "discarded").observe(
+        elapsed_ms / 1000)
     if not won:
         _discard(context)
         logs.emit(level="warning", message=f"item {item.index} of step {step.node_id}: result of attempt "
@@ -230,6 +234,7 @@ def _item_error(item: StepItem, exc: BaseException, *, elapsed_ms: int) -> None:
         what = f"{LABELS[service]} unavailable" if service else "transient errors"
         cause = (f"{what} for {time.time() - since:.0f}s (retry budget "
                  f"{settings.STEP_TRANSIENT_RETRY_BUDGET_SECONDS:g}s); gave up: {cause}")
+    ITEM_DURATION.labels(component=item.step.component.name, status="failed").observe(elapsed_ms / 1000)
     item_fail(item, message=cause, execution_time_ms=elapsed_ms)
 
 

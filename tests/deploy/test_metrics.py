@@ -126,3 +126,47 @@ def test_a_finished_step_is_observed_in_the_duration_histogram_of_its_component(
 
 def test_websocket_clients_gauge_is_exported(scrape):
     assert value(scrape(), "imageflow_websocket_clients") >= 0
+
+
+def test_items_ready_running_and_stale_are_counted_at_scrape_time(scrape):
+    from executions.models import StepItem
+
+    before = scrape()
+    step = ComponentExecutionFactory(status=StepStatus.RUNNING, item_count=5)
+    silent = timezone.now() - timedelta(seconds=django_settings.STEP_HEARTBEAT_TIMEOUT_SECONDS + 60)
+    for index, (status, waiting, heartbeat) in enumerate([
+            ("pending", 0, None), ("pending", 0, None), ("pending", 1, None),  # the last waits for its parent
+            ("running", 0, timezone.now()), ("running", 0, silent)]):
+        StepItem.objects.create(execution=step.execution, step=step, index=index, status=status, waiting=waiting,
+                                heartbeat_at=heartbeat, inputs=[])
+    after = scrape()
+    assert value(after, "imageflow_items", status="pending") - value(before, "imageflow_items", status="pending") == 2
+    assert value(after, "imageflow_items", status="running") - value(before, "imageflow_items", status="running") == 2
+    assert value(after, "imageflow_items_stale") - value(before, "imageflow_items_stale") == 1
+
+
+def test_a_run_of_items_is_observed_in_the_item_histogram_and_the_cache_lookups(scrape, settings, user):
+    from executions.catalogue import builtin_components_register
+    from executions.services import execution_start
+    from files.services import file_store_bytes
+    from registry.models import Pipeline
+    from tests.executions.conftest import make_jpeg, node, run_here
+
+    builtin_components_register()
+    settings.STEP_ITEM_BATCH = 1
+    labels = {"component": "grayscale", "status": "completed"}
+    text = scrape()
+    done_before = value(text, "imageflow_item_duration_seconds_count", **labels) if "grayscale" in text else 0
+    misses_before = value(text, "imageflow_step_cache_lookups_total", result="miss") if "lookups_total{" in text else 0
+    pipeline = Pipeline.objects.create(name="metrics-items", definition={"nodes": [node("g", "grayscale")], "edges": []},
+                                       created_by=user)
+    sources = [file_store_bytes(content=make_jpeg(40 + i, 30), original_name=f"m{i}.jpg", created_by=user,
+                                prefix="uploads") for i in range(3)]
+    execution = execution_start(pipeline=pipeline, inputs=[s.id for s in sources], user=user)
+    run_here(execution.steps.get())
+    text = scrape()
+    assert value(text, "imageflow_item_duration_seconds_count", **labels) - done_before == 3
+    assert value(text, "imageflow_step_cache_lookups_total", result="miss") - misses_before == 3
+    from executions.engine.cache import cache_stats
+
+    assert value(text, "imageflow_step_cache_entries") == cache_stats()["entries"] >= 3
