@@ -72,6 +72,14 @@ class ItemProgressCoalescer:
         self._wake = threading.Condition(self._lock)
         self._runs: dict[str, _Run] = {}
         self._thread: threading.Thread | None = None
+        self._pruned = 0.0
+
+    def _prune(self, now: float) -> None:
+        """Forget runs with nothing pending that moved no count for a while (the lock is held)."""
+        self._pruned = now
+        for run_id in [run_id for run_id, run in self._runs.items()
+                       if not run.pending and now - run.touched > IDLE_FORGET_SECONDS]:
+            del self._runs[run_id]
 
     def _interval(self) -> float:
         rate = float(self._rate() or 0)
@@ -82,6 +90,8 @@ class ItemProgressCoalescer:
         items = {name: int(items.get(name) or 0) for name in ITEM_COUNT_NAMES}
         with self._lock:
             now = self._clock()
+            if now - self._pruned > IDLE_FORGET_SECONDS:
+                self._prune(now)  # runs that ended in another process (this one never saw the end)
             run = self._runs.setdefault(run_id, _Run())
             run.touched = now
             kept = run.pending.get(step)
@@ -146,9 +156,7 @@ class ItemProgressCoalescer:
                 due = [(run_id, run) for run_id, run in self._runs.items()
                        if timed and run.pending and run.next_slot <= now]
                 if not due:
-                    for run_id in [run_id for run_id, run in self._runs.items()
-                                   if not run.pending and now - run.touched > IDLE_FORGET_SECONDS]:
-                        del self._runs[run_id]
+                    self._prune(now)
                     waits = [run.next_slot - now for run in self._runs.values() if timed and run.pending]
                     self._wake.wait(timeout=min(waits) if waits else (IDLE_FORGET_SECONDS if self._runs else None))
                     continue
