@@ -9,8 +9,9 @@ Event (JSON object), one per committed state change:
      "timestamp": "2026-11-26T12:00:00.123456+00:00", "final": false}
 
 `seq` is a per-run counter: numbering, appending to the history and trimming it happen in one
-Redis script, so the history is always complete and ordered up to any number a client has seen,
-and a client (or the WebSocket consumer) that sees a gap can fill it from the history.
+Redis script, so the history is always complete (but for superseded step_items events, below) and
+ordered up to any number a client has seen, and a client (or the WebSocket consumer) that sees a
+gap can fill it from the history.
 `completed_steps` counts steps in a finished status (completed, failed, skipped, cancelled).
 `final` is true on the event of the run's end; a snapshot carries the run's steps too.
 
@@ -45,6 +46,8 @@ from django.db import connection
 from django.dispatch import receiver
 from django.utils import timezone
 
+from executions.item_coalescer import ItemProgressCoalescer
+from executions.item_counts import ITEM_COLUMNS, run_item_counts, step_item_counts
 from executions.models import (
     FINISHED_EXECUTION_STATUSES,
     FINISHED_STEP_STATUSES,
@@ -52,8 +55,6 @@ from executions.models import (
     PipelineExecution,
     progress_percentage,
 )
-from executions.item_coalescer import ItemProgressCoalescer
-from executions.item_counts import ITEM_COLUMNS, run_item_counts, step_item_counts
 from executions.signals import execution_status_changed, step_items_progressed, step_status_changed
 
 logger = logging.getLogger(__name__)
