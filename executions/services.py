@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from executions import logs
 from executions.engine.delivery import enqueue_on_commit
+from executions.engine.queues import component_queue
 from executions.engine.transitions import execution_transition, step_transition
 from executions.models import (
     FINISHED_EXECUTION_STATUSES,
@@ -124,6 +125,7 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
                     "inputs": run_inputs if not dag.parents[node.id] else None,
                     **options,
                     **_items_plan(dag, node.id),
+                    **_route(node.component),
                 },
             )
             for node in dag.nodes.values()
@@ -133,8 +135,18 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
         logs.emit(execution_id=execution.pk, level="info",
                   message=f"execution created: pipeline {pipeline.name} v{pipeline.version}, {len(steps)} steps, "
                           f"{len(run_inputs)} input files", event="execution_created")
-        enqueue_on_commit([s.pk for s in steps if not dag.parents[s.node_id]])
+        enqueue_on_commit([s.pk for s in steps if not dag.parents[s.node_id]], _queues(steps))
     return execution
+
+
+def _queues(steps: list[ComponentExecution]) -> dict:
+    return {s.pk: (s.input_data or {}).get("queue") for s in steps}
+
+
+def _route(component) -> dict:
+    """{"queue": name} for a component whose resource requirements need particular workers."""
+    queue = component_queue(component)
+    return {"queue": queue} if queue else {}
 
 
 def _items_plan(dag, node_id: str) -> dict:
@@ -249,7 +261,7 @@ def execution_retry(*, execution: PipelineExecution, user) -> PipelineExecution:
                   message=f"retry of {execution.pk}: {reused} completed steps reused, {len(new_steps) - reused} to run"
                           + (f" ({reused_items} completed items of them reused)" if copies else ""),
                   event="execution_retry", retry_of=str(execution.pk))
-        enqueue_on_commit(ready)
+        enqueue_on_commit(ready, _queues(new_steps))
     return retry
 
 
@@ -295,7 +307,8 @@ SELECT %(execution)s, %(step)s, i.index,
        0, '', CASE WHEN i.status = 'completed' THEN coalesce(i.reused_from_id, i.id) END,
        CASE WHEN i.status = 'completed' THEN %(now)s END, CASE WHEN i.status = 'completed' THEN %(now)s END,
        CASE WHEN i.status = 'completed' THEN 0 END,
-       CASE WHEN i.status = 'completed' THEN jsonb_build_object('reused', true, 'decoded', 0) END
+       CASE WHEN i.status = 'completed'
+            THEN coalesce(i.metrics, '{{}}'::jsonb) || jsonb_build_object('reused', true, 'decoded', 0) END
   FROM {StepItem._meta.db_table} i
   LEFT JOIN {StepItem._meta.db_table} p ON p.step_id = %(parent)s AND p.index = i.index
  WHERE i.step_id = %(old)s

@@ -9,7 +9,7 @@ from django.db import close_old_connections
 from django.db.utils import OperationalError as DatabaseOperationalError
 
 from executions import dashboard_selectors
-from executions.engine import lifecycle, recovery
+from executions.engine import items, lifecycle, recovery
 from executions.worker import recycle_connection
 
 
@@ -53,16 +53,15 @@ def dashboard_refresh() -> None:
     soft_time_limit=settings.STEP_TIME_LIMIT_SECONDS + settings.ITEM_DRAIN_SLICE_SECONDS + 5,
     time_limit=settings.STEP_TIME_LIMIT_SECONDS + settings.ITEM_DRAIN_SLICE_SECONDS + 30,
 )
-def items_drain(self, execution_id: str) -> str:
-    """Run ready items of one run, one after another, for a slice (executions/engine/items.py)."""
-    from executions.engine import items
-
+def items_drain(self, execution_id: str, queue: str | None = None) -> str:
+    """Run ready items of one run (those of its steps routed to `queue`), one after another, for a
+    slice (executions/engine/items.py)."""
     recycle_connection()
     try:
-        outcome = items.items_drain(execution_id=execution_id)
+        outcome = items.items_drain(execution_id=execution_id, queue=queue)
     except DatabaseOperationalError as exc:
         raise self.retry(countdown=min(30, 2 ** self.request.retries), exc=exc, args=(),
-                         kwargs={"execution_id": execution_id})
+                         kwargs={"execution_id": execution_id, "queue": queue}, queue=queue or None)
     return outcome
 
 

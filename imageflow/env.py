@@ -57,3 +57,18 @@ class Env:
         if raw is None:
             return list(default)
         return [item.strip() for item in raw.split(",") if item.strip()]
+
+    def dict(self, name: str, default: dict[str, str]) -> dict[str, str]:
+        """`key=value,key=value` (an empty value removes the key's default)."""
+        raw = self._environ.get(name)
+        if raw is None:
+            return dict(default)
+        pairs = {}
+        for item in raw.split(","):
+            if not item.strip():
+                continue
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ImproperlyConfigured(f"{name}={raw!r}: {item!r} is not key=value.")
+            pairs[key.strip()] = value.strip()
+        return {key: value for key, value in pairs.items() if value}

@@ -386,6 +386,11 @@ STEP_ITEMS_ENABLED = env.bool("STEP_ITEMS_ENABLED", True)
 # so runs share the workers. More than the worker processes there are costs only idle messages.
 ITEM_DRAINS_PER_RUN = env.int("ITEM_DRAINS_PER_RUN", 16)
 ITEM_DRAIN_SLICE_SECONDS = env.float("ITEM_DRAIN_SLICE_SECONDS", 10.0)
+# Routing by resource requirements (executions/engine/queues.py): a component needing a GPU goes to
+# the "gpu" queue, one needing at least STEP_HIGHMEM_BYTES of memory to "highmem"; workers started
+# with `-Q <queue>` take them (docs/deployment.md). "gpu=gpu,highmem=highmem"; "gpu=" routes nothing.
+STEP_QUEUE_ROUTES = env.dict("STEP_QUEUE_ROUTES", {"gpu": "gpu", "highmem": "highmem"})
+STEP_HIGHMEM_BYTES = env.int("STEP_HIGHMEM_BYTES", 4 * 1024 ** 3)
 # What a failed item does to its run, unless the pipeline or the run says: fail (the run fails)
 # or continue (the item's downstream items are skipped, the rest finish).
 ON_ITEM_ERROR_DEFAULT = env.str("ON_ITEM_ERROR_DEFAULT", "fail")

@@ -21,32 +21,36 @@ logger = logging.getLogger(__name__)
 STEP_RUN_TASK = "executions.tasks.step_run"
 
 
-def step_deliver(step_id) -> None:
-    """Send one step's task (the broker's errors are the caller's)."""
-    current_app.tasks[STEP_RUN_TASK].apply_async(args=[str(step_id)])
+def step_deliver(step_id, queue: str | None = None) -> None:
+    """Send one step's task to its queue (None: the default queue; a step's queue is
+    `input_data["queue"]`, chosen from its component's resource requirements when the run
+    started: executions.engine.queues). The broker's errors are the caller's."""
+    current_app.tasks[STEP_RUN_TASK].apply_async(args=[str(step_id)], queue=queue or None)
 
 
-def enqueue_on_commit(step_ids: Iterable) -> None:
+def enqueue_on_commit(step_ids: Iterable, queues: dict | None = None) -> None:
+    """Send the tasks of these steps once the transaction commits; `queues`: step id -> queue."""
     ids = [str(i) for i in step_ids]
     if not ids:
         return
+    routes = {str(key): value for key, value in (queues or {}).items() if value}
 
     def send() -> None:
         # Registered after the signals of the change that made these steps ready, so its progress
         # events are out before any of them can start (executions.events.publish).
-        enqueue_steps(ids)
+        enqueue_steps(ids, routes)
 
     transaction.on_commit(send)
 
 
-def enqueue_steps(ids: list[str]) -> None:
+def enqueue_steps(ids: list[str], queues: dict[str, str] | None = None) -> None:
     """Send the tasks of committed ready steps. The commit is what counts: when the broker cannot
     take them, the steps are marked `enqueue_failed` (the outbox) and the next sweep sends them,
     so the request that committed them still succeeds (202) and no client retries into a
     duplicate run."""
     for position, step_id in enumerate(ids):
         try:
-            step_deliver(step_id)
+            step_deliver(step_id, (queues or {}).get(step_id))
         except Exception as exc:  # broker unreachable (or refusing): the sweep delivers the rest
             unsent = ids[position:]
             logger.warning("could not enqueue %d ready steps (%s: %s); the sweep will send them",

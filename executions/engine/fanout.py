@@ -63,21 +63,29 @@ def step_inputs(step: ComponentExecution, parent_outputs: dict[str, dict | None]
     return inputs
 
 
-def drains_send(execution_id, count: int | None = None, *, countdown: float | None = None) -> None:
-    """Offer a run's ready items to `count` drain tasks (ITEM_DRAINS_PER_RUN by default). The
-    broker's errors are logged, not raised: the sweep offers the items of a run again."""
+def drains_send(execution_id, count: int | None = None, *, countdown: float | None = None,
+                queue: str | None = None) -> None:
+    """Offer a run's ready items to `count` drain tasks (ITEM_DRAINS_PER_RUN by default) on a
+    queue (None: the default queue): a drain takes only the items of the steps routed to its
+    queue (executions.engine.queues). The broker's errors are logged, not raised: the sweep
+    offers the items of a run again."""
     count = settings.ITEM_DRAINS_PER_RUN if count is None else count
     task = current_app.tasks[ITEMS_DRAIN_TASK]
     try:
         for _ in range(max(0, count)):
-            task.apply_async(args=[str(execution_id)], countdown=countdown)
+            task.apply_async(args=[str(execution_id)], kwargs={"queue": queue} if queue else {},
+                             countdown=countdown, queue=queue or None)
     except Exception as exc:  # broker unreachable: the items wait in the database for the sweep
         logger.warning("could not offer the items of run %s to drains (%s: %s); the sweep will",
                        execution_id, type(exc).__name__, exc)
 
 
-def drains_send_on_commit(execution_id, count: int | None = None) -> None:
-    transaction.on_commit(lambda: drains_send(execution_id, count))
+def drains_send_on_commit(execution_id, count: int | None = None, *, queue: str | None = None) -> None:
+    transaction.on_commit(lambda: drains_send(execution_id, count, queue=queue))
+
+
+def step_queue(step: ComponentExecution) -> str | None:
+    return (step.input_data or {}).get("queue") or None
 
 
 def streaming_chain(step: ComponentExecution) -> list[ComponentExecution]:
@@ -122,7 +130,7 @@ def step_items_start(step_id) -> str:
             return f"execution {step.execution.status}"
         if step.item_count is not None:
             if step.status in {StepStatus.PENDING, StepStatus.RUNNING}:
-                drains_send_on_commit(step.execution_id)
+                drains_send_on_commit(step.execution_id, queue=step_queue(step))
             return "items exist"
         if (step.input_data.get("items") or {}).get("streams_from"):
             return "streams from its parent"  # its items are made by the head of its chain
@@ -168,7 +176,10 @@ def items_make(step: ComponentExecution, inputs: list[str]) -> int:
     ComponentExecution.objects.filter(pk__in=[s.pk for s in chain]).update(item_count=count)
     ComponentExecution.objects.filter(pk=step.pk).update(
         input_data={**step.input_data, "inputs": inputs, "items": {**step.input_data["items"], "batch": batch}})
-    drains_send_on_commit(step.execution_id, min(count, settings.ITEM_DRAINS_PER_RUN))
+    drains_send_on_commit(step.execution_id, min(count, settings.ITEM_DRAINS_PER_RUN), queue=step_queue(step))
+    for queue in {step_queue(follower) for follower in chain[1:]} - {step_queue(step)}:
+        # a follower on another queue: one drain there, which waits for its first ready item
+        drains_send_on_commit(step.execution_id, 1, queue=queue)
     return count
 
 

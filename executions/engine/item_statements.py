@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from executions.engine.statements import _FILES, _LINEAGE, _LOG_COLUMNS, _LOGS, _execute, _json, _loaded, _only_filter
 from executions.models import ComponentExecution, ExecutionStatus, PipelineExecution, StepItem, StepStatus
@@ -37,7 +38,8 @@ WITH run AS (
 ), target AS (
     SELECT i.id FROM {_ITEMS} i
      WHERE i.execution_id = %(execution)s AND i.status = '{StepStatus.PENDING.value}' AND i.waiting = 0
-       AND (i.not_before IS NULL OR i.not_before <= %(now)s) AND EXISTS (SELECT FROM run)
+       AND i.step_id = ANY(%(steps)s) AND (i.not_before IS NULL OR i.not_before <= %(now)s)
+       AND EXISTS (SELECT FROM run)
      ORDER BY i.index
      LIMIT 1
        FOR UPDATE SKIP LOCKED
@@ -148,9 +150,11 @@ class ItemClaim:
     run_started: bool
 
 
-def item_claim(*, execution_id, now: datetime, worker: str) -> ItemClaim | None:
-    """The lowest ready item of the run, claimed; None when the run has none (or has ended)."""
-    row = _execute(_CLAIM_SQL, {"execution": execution_id, "now": now, "worker": worker})
+def item_claim(*, execution_id, now: datetime, worker: str, steps: list) -> ItemClaim | None:
+    """The lowest ready item of the run among those of `steps` (the steps of a drain's queue),
+    claimed; None when there is none (or the run has ended)."""
+    row = _execute(_CLAIM_SQL, {"execution": execution_id, "now": now, "worker": worker,
+                                "steps": [UUID(str(step)) for step in steps]})
     if row is None:
         return None
     (pk, step_id, index, inputs, attempts, metrics, node_id, input_data, component_id, item_count,

@@ -56,22 +56,45 @@ from files.models import File
 from imageflow.outages import LABELS, unavailable_service
 
 
-def items_drain(*, execution_id) -> str:
-    """Run ready items of one run, one after another, for one slice."""
+def items_drain(*, execution_id, queue: str | None = None) -> str:
+    """Run ready items of one run, one after another, for one slice: those of its steps routed to
+    `queue` (None: the default queue)."""
     deadline = time.monotonic() + settings.ITEM_DRAIN_SLICE_SECONDS
+    steps, across = _queue_steps(execution_id, queue)
+    if not steps:
+        return "no items on this queue"
     ran = 0
     while True:
         if time.monotonic() >= deadline:
-            drains_send(execution_id, 1)  # the rest after the other runs' waiting messages
+            drains_send(execution_id, 1, queue=queue)  # the rest after the other runs' waiting messages
             return f"{ran} items; slice over"
-        claim = item_statements.item_claim(execution_id=execution_id, now=timezone.now(), worker=worker_id())
+        claim = item_statements.item_claim(execution_id=execution_id, now=timezone.now(), worker=worker_id(),
+                                           steps=steps)
         if claim is None:
             if items_recover(execution_id):
                 continue
+            if across and StepItem.objects.filter(step_id__in=across, status=StepStatus.PENDING).exists():
+                # Items that stream from a step on another queue: their parents' drains cannot take
+                # them, so this queue's drain looks again in a moment.
+                drains_send(execution_id, 1, queue=queue, countdown=ITEM_POLL_SECONDS)
             return f"{ran} items"
         _announce(claim)
         item_run(claim.item)
         ran += 1
+
+
+ITEM_POLL_SECONDS = 0.5
+
+
+def _queue_steps(execution_id, queue: str | None) -> tuple[list, list]:
+    """The itemized steps of the run routed to `queue`, and those of them that stream from a step
+    of another queue."""
+    rows = list(ComponentExecution.objects.filter(execution_id=execution_id, input_data__has_key="items")
+                .values_list("id", "node_id", "input_data__queue", "input_data__items__streams_from"))
+    queue_of = {node_id: step_queue or None for _, node_id, step_queue, _ in rows}
+    mine = [(pk, parent) for pk, node_id, step_queue, parent in rows if (step_queue or None) == (queue or None)]
+    across = [pk for pk, parent in mine if parent and queue_of.get(parent) != (queue or None)]
+    return [pk for pk, _ in mine], across
 
 
 def _announce(claim: item_statements.ItemClaim) -> None:
@@ -149,6 +172,8 @@ def item_run(item: StepItem) -> None:
             result = get_runner(step.component).run(context)
             outputs = result.outputs
             metrics = dict(result.metrics)
+            if result.data is not None:  # JSON results (one per input image for a map component)
+                metrics["data"] = result.data
             if cache_key is not None:
                 metrics["cache"] = "miss"
     except Exception as exc:  # classified below: transient -> later, anything else -> failed
@@ -174,7 +199,8 @@ def item_run(item: StepItem) -> None:
         return
     if item.attempts > 1:
         _remove_stray_outputs(item, keep=set(output_ids))
-    if cache_key is not None and hit is None:
+    if cache_key is not None and hit is None and "data" not in metrics:
+        # (an item with JSON results is not recorded: an entry keeps files, not results)
         from executions.engine import cache
 
         cache.cache_record(key=cache_key, item_id=item.pk, outputs=outputs, component=step.component)
@@ -371,20 +397,26 @@ def step_items_finalize(step_id) -> None:
             step.attempts, step.started_at = 1, now
     files: list[str] = []
     inputs: list[str] = []
+    data: list = []
     cpu = 0.0
     peak = 0
     for status, item_inputs, item_outputs, metrics in StepItem.objects.filter(step_id=step.pk).order_by(
             "index").values_list("status", "inputs", "outputs", "metrics").iterator(chunk_size=2000):
         inputs.extend(item_inputs or [])
         if status == StepStatus.COMPLETED:
+            metrics = metrics or {}
             files.extend(item_outputs or [])
-            cpu += (metrics or {}).get("cpu_seconds", 0.0)
-            peak = max(peak, (metrics or {}).get("peak_memory_bytes", 0))
+            cpu += metrics.get("cpu_seconds", 0.0)
+            peak = max(peak, metrics.get("peak_memory_bytes", 0))
+            if "data" in metrics:  # a list per item (one entry per image) joins the step's list
+                data.extend(metrics["data"] if isinstance(metrics["data"], list) else [metrics["data"]])
     step.input_data = {**(step.input_data or {}), "inputs": inputs}
     elapsed = int(((now - step.started_at).total_seconds() if step.started_at else 0) * 1000)
-    step_complete(step=step, attempt=step.attempts, execution_time_ms=elapsed,
-                  output_data={"files": files, "metrics": {
-                      "items": step.item_count, "items_failed": step.items_failed, "items_skipped": step.items_skipped,
-                      "items_cached": step.items_cached, "images": len(files)}},
+    output_data = {"files": files, "metrics": {
+        "items": step.item_count, "items_failed": step.items_failed, "items_skipped": step.items_skipped,
+        "items_cached": step.items_cached, "images": len(files)}}
+    if data:
+        output_data["data"] = data
+    step_complete(step=step, attempt=step.attempts, execution_time_ms=elapsed, output_data=output_data,
                   resource_usage={"cpu_seconds": round(cpu, 4), "peak_memory_bytes": peak,
                                   "memory_scope": "worker process (largest item)"})

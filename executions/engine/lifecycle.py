@@ -277,7 +277,7 @@ def step_complete(*, step: ComponentExecution, attempt: int, output_data: dict, 
         if attempt > 1:
             _remove_stray_outputs(step, keep=set(output_data.get("files", [])))
         if pending_children:
-            enqueue_on_commit(ready)
+            enqueue_on_commit(ready, ready)
         else:  # a leaf, or its children were skipped: the run may be done
             finish_run_if_done(step.execution_id)
         return True

@@ -26,7 +26,7 @@ def execution_sweep() -> dict[str, int]:
     stale = list(ComponentExecution.objects.filter(
         status=StepStatus.RUNNING, execution__status__in=[ExecutionStatus.PENDING, ExecutionStatus.RUNNING],
     ).filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).exclude(input_data__has_key="items")
-        .values_list("id", "execution_id", "node_id"))
+        .values_list("id", "execution_id", "node_id", "input_data__queue"))
     # Pending steps silent past the cutoff (a lost message) and those whose task could not be sent
     # (enqueue_failed: at once).
     waiting = ComponentExecution.objects.filter(
@@ -38,18 +38,18 @@ def execution_sweep() -> dict[str, int]:
         parents = step.input_data.get("parents", []) if step.input_data else []
         if not parents or ComponentExecution.objects.filter(
                 execution_id=step.execution_id, node_id__in=parents, status=StepStatus.COMPLETED).count() == len(parents):
-            ready.append((step.pk, step.execution_id, step.node_id))
-    for step_id, execution_id, node_id in stale:
+            ready.append((step.pk, step.execution_id, step.node_id, step.input_data.get("queue")))
+    for step_id, execution_id, node_id, _ in stale:
         logs.emit(execution_id=execution_id, step_id=step_id, node_id=node_id, level="warning",
                   message=f"sweep: step {node_id} silent for over {settings.STEP_HEARTBEAT_TIMEOUT_SECONDS}s; re-queued",
                   event="sweep_requeue")
-    for step_id, execution_id, node_id in ready:
+    for step_id, execution_id, node_id, _ in ready:
         logs.emit(execution_id=execution_id, step_id=step_id, node_id=node_id, level="warning",
                   message=f"sweep: ready step {node_id} was never picked up; re-queued", event="sweep_requeue")
-    for step_id, _, _ in stale + ready:
-        step_deliver(step_id)
+    for step_id, _, _, queue in stale + ready:
+        step_deliver(step_id, queue)
     if ready:
-        ComponentExecution.objects.filter(pk__in=[step_id for step_id, _, _ in ready], enqueue_failed=True).update(
+        ComponentExecution.objects.filter(pk__in=[step_id for step_id, _, _, _ in ready], enqueue_failed=True).update(
             enqueue_failed=False)
     drained = _offer_stranded_items(cutoff)
     # Runs whose steps have all finished but which are still open: the end of a run is a commit

@@ -144,7 +144,8 @@ def thread_worker(transactional_db, engine_settings):
 class ProcessWorker:
     """`celery -A imageflow worker --concurrency=2` as a separate process on the test database."""
 
-    def __init__(self, *, concurrency: int = 2, extra_env: dict | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(self, *, concurrency: int = 2, extra_env: dict | None = None, extra_args: list[str] | None = None,
+                 queues: list[str] | None = None) -> None:
         self.name = f"engine-test-{uuid.uuid4().hex[:8]}@%h"
         env = {**os.environ, "DATABASE_NAME": connection.settings_dict["NAME"], "CELERY_DB_REUSE_MAX": "1000",
                **{key: str(value) for key, value in FAST_ENGINE.items()}, **(extra_env or {})}
@@ -153,7 +154,7 @@ class ProcessWorker:
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [str(Path(sys.executable).parent / "celery"), "-A", "imageflow", "worker", f"--concurrency={concurrency}",
-             "--pool=prefork", "-Q", django_settings.CELERY_TASK_DEFAULT_QUEUE, "-n", self.name,
+             "--pool=prefork", "-Q", ",".join(queues or [django_settings.CELERY_TASK_DEFAULT_QUEUE]), "-n", self.name,
              "--loglevel=INFO", "--without-mingle", "--without-gossip", *(extra_args or [])],
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )

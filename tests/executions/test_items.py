@@ -203,10 +203,11 @@ def test_a_duplicate_completion_of_an_item_changes_nothing(engine_settings, buil
     step = execution.steps.get()
     step_items_start(step.pk)
     # two claims take two different items, lowest index first
-    first = item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="a:1")
-    second = item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="b:2")
+    first = item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="a:1", steps=[step.pk])
+    second = item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="b:2", steps=[step.pk])
     assert (first.item.index, second.item.index) == (0, 1)
-    assert item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="c:3") is None
+    assert item_statements.item_claim(execution_id=execution.pk, now=timezone.now(), worker="c:3",
+                                      steps=[step.pk]) is None
     # the first completion wins, its duplicate does not count again
     won, _, counts = item_statements.item_complete(item=first.item, now=timezone.now(), outputs=first.item.inputs,
                                                    metrics={}, execution_time_ms=1)
@@ -260,3 +261,43 @@ def test_many_inputs_start_as_one_step_row_and_run_as_items_in_order(thread_work
     step = execution.steps.get()
     assert step.item_count == 38 and step.items_completed == 38
     assert step.output_data["files"] == [str(i) for i in inputs]
+
+
+def test_a_gpu_step_is_routed_to_the_gpu_queue_and_only_its_workers_take_it(transactional_db, engine_settings,
+                                                                             settings, builtins, pipeline_of,
+                                                                             jpeg_file, user):
+    from registry.models import Component, ComponentKind
+
+    from tests.executions.conftest import CONTAINER_TEMPLATE
+
+    gpu_queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-gpu"
+    settings.STEP_QUEUE_ROUTES = {"gpu": gpu_queue}
+    Component.objects.create(name="invert-gpu", version="1.0.0", docker_image="example/invert:1", runner="container",
+                             kind=ComponentKind.MAP, resource_requirements={"gpu": 1},
+                             input_schema={"type": "object", "properties": {
+                                 "operation": {"type": "string", "default": "invert"}}})
+    pipeline = _chain(pipeline_of, node("small", "resize", width=64), node("infer", "invert-gpu"),
+                      node("gray", "grayscale"))
+    _purge_queue()
+    env = {"STEP_CACHE_ENABLED": "false", "STEP_ITEM_BATCH": "1", "CONTAINER_COMMAND_TEMPLATE": CONTAINER_TEMPLATE}
+    cpu = ProcessWorker(concurrency=1, extra_env=env)
+    gpu = ProcessWorker(concurrency=1, extra_env=env, queues=[gpu_queue])
+    try:
+        execution = execution_start(pipeline=pipeline, inputs=[jpeg_file(160, 120).id, jpeg_file(120, 90).id],
+                                    user=user)
+        steps = _steps(execution)
+        assert steps["infer"].input_data["queue"] == gpu_queue and "queue" not in steps["small"].input_data
+        execution = wait_finished(execution, timeout=120)
+        assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+        workers = {node_id: {item.worker.rpartition(":")[2] for item in _items(step)}
+                   for node_id, step in _steps(execution).items()}
+        assert workers["infer"] <= {str(pid) for pid in gpu.child_pids()}
+        assert workers["small"] | workers["gray"] <= {str(pid) for pid in cpu.child_pids()}
+    finally:
+        cpu.stop()
+        gpu.stop()
+        _purge_queue()
+        from imageflow.celery import app
+
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(gpu_queue)
