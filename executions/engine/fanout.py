@@ -174,8 +174,10 @@ def items_make(step: ComponentExecution, inputs: list[str]) -> int:
         for follower in chain[1:]:
             cursor.execute(_WAITING_ITEMS_SQL, {"execution": step.execution_id, "step": follower.pk, "count": count})
     ComponentExecution.objects.filter(pk__in=[s.pk for s in chain]).update(item_count=count)
+    # The inputs are the items' now: the step row keeps none until it finishes (then it has them
+    # all again), so the claim of each item does not read a list of 100,000 ids with its step.
     ComponentExecution.objects.filter(pk=step.pk).update(
-        input_data={**step.input_data, "inputs": inputs, "items": {**step.input_data["items"], "batch": batch}})
+        input_data={**step.input_data, "inputs": None, "items": {**step.input_data["items"], "batch": batch}})
     drains_send_on_commit(step.execution_id, min(count, settings.ITEM_DRAINS_PER_RUN), queue=step_queue(step))
     for queue in {step_queue(follower) for follower in chain[1:]} - {step_queue(step)}:
         # a follower on another queue: one drain there, which waits for its first ready item
