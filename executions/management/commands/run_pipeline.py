@@ -64,7 +64,9 @@ class Command(BaseCommand):
                 execution.refresh_from_db()
                 progress = execution_progress(execution)
                 bar.update(progress["finished"] - bar.n)
-                bar.set_postfix_str(execution.status)
+                items = (f", {progress['completed_items']}/{progress['total_items']} items"
+                         if progress["total_items"] else "")  # a map step's items, as the API counts them
+                bar.set_postfix_str(f"{execution.status}{items}")
                 if execution.status in FINISHED_EXECUTION_STATUSES:
                     break
                 if time.monotonic() > deadline:
