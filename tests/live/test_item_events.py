@@ -266,3 +266,33 @@ def test_a_finished_steps_counts_as_committed_go_out_before_its_status_when_no_s
     # then the committed counts came first, the failure carries them, and the late signal adds nothing
     assert [(e["type"], e["items"]) for e in published] == [
         ("step_items", items(10)), ("step_items", items(12, failed=1)), ("step", items(12, failed=1))]
+
+
+def test_a_websocket_client_gets_the_item_events_after_its_snapshot(itemized_step, settings, token_for):
+    import asyncio
+
+    from asgiref.sync import sync_to_async
+
+    from imageflow.asgi import application
+    from tests.live.communicator import WebsocketCommunicator
+
+    settings.ITEM_EVENTS_PER_SECOND = 1000.0
+    type(itemized_step).objects.filter(pk=itemized_step.pk).update(items_completed=5)
+    key = token_for(itemized_step.execution.created_by)
+
+    async def scenario():
+        ws = WebsocketCommunicator(application, f"/ws/executions/{itemized_step.execution_id}/",
+                                   headers=[(b"authorization", f"Token {key}".encode())])
+        assert (await ws.connect())[0]
+        snapshot = await ws.receive_json_from()
+        for done in (6, 7):
+            await sync_to_async(send)(itemized_step, items(done))
+            await asyncio.sleep(0.01)  # one slot (1 ms) apart: each goes out
+        received = [await ws.receive_json_from() for _ in range(2)]
+        await ws.disconnect()
+        return snapshot, received
+
+    snapshot, received = asyncio.run(scenario())
+    assert snapshot["steps"][0]["items"] == items(5)
+    assert [(m["type"], m["seq"], m["items"]["completed"]) for m in received] == [
+        ("step_items", snapshot["seq"] + 1, 6), ("step_items", snapshot["seq"] + 2, 7)]
