@@ -41,3 +41,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
   echo "setup: requirements already installed"
 fi
+
+# The `imageflow` command (client/, docs/cli.md), installed editable so the tests in tests/client
+# run the code in the tree; its dependencies are pinned in requirements.txt already.
+if ! "$VENV/bin/python" -c "import imageflow_client" 2>/dev/null; then
+  echo "setup: installing the imageflow command from client/"
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT/client" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import imageflow_client" || { echo "setup: client/ did not install" >&2; exit 1; }
+fi
