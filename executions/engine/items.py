@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from executions import logs, signals
 from executions.engine import item_statements
+from executions.engine.contracts import output_check
 from executions.engine.errors import StepFailure, is_transient
 from executions.engine.fanout import drains_send
 from executions.engine.lifecycle import (
@@ -170,6 +171,7 @@ def item_run(item: StepItem) -> None:
                 cache.cache_miss()
         if hit is None:
             result = get_runner(step.component).run(context)
+            output_check(step.component, result)
             outputs = result.outputs
             metrics = dict(result.metrics)
             if result.data is not None:  # JSON results (one per input image for a map component)
@@ -285,6 +287,10 @@ def item_fail(item: StepItem, *, message: str, execution_time_ms: int | None = N
             execution_time_ms=execution_time_ms) == 1
         if won:
             ComponentExecution.objects.filter(pk=step.pk).update(items_failed=F("items_failed") + 1)
+            counts = ComponentExecution.objects.values_list(
+                "item_count", "items_completed", "items_failed", "items_skipped", "items_cached").get(pk=step.pk)
+            # (registered first: the counts go out before the step's or the run's end they cause)
+            _progressed(item, item_statements.ItemCounts(counts[0] or 0, *counts[1:]))
             if policy == "continue":
                 finalize = [step.pk, *_skip_followers(step, item.index)]
             else:
@@ -296,12 +302,6 @@ def item_fail(item: StepItem, *, message: str, execution_time_ms: int | None = N
         return False
     logs.emit(level="error", message=f"step {step.node_id} item failed: {described}", event="item_failed", item=item.index,
               policy=policy, **_ids(item))
-    counts = ComponentExecution.objects.filter(pk=step.pk).values(
-        "item_count", "items_completed", "items_failed", "items_skipped", "items_cached").first()
-    if counts:
-        _progressed(item, item_statements.ItemCounts(
-            counts["item_count"] or 0, counts["items_completed"], counts["items_failed"], counts["items_skipped"],
-            counts["items_cached"]))
     for step_id in finalize:
         step_items_finalize(step_id)
     return True
