@@ -56,10 +56,17 @@ def test_login_stores_the_users_token_readable_by_the_user_alone(imageflow, serv
     assert status == 0, err
     path = cli_env / "credentials.json"
     stored = json.loads(path.read_text())
-    assert stored == {"url": server.url, "token": Token.objects.get(user=user).key, "username": user.username}
+    assert stored == {"url": server.url, "servers": {server.url: {"token": Token.objects.get(user=user).key,
+                                                                  "username": user.username}}}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(cli_env.stat().st_mode) == 0o700
-    # and a command after it is signed in with it
+    # and a command after it is signed in with it, on that server only
     assert imageflow("pipelines", "list")[0] == 0
+    status, out, err = imageflow("pipelines", "list", "--url", "http://127.0.0.1:9")
+    assert status == 1 and "not signed in to http://127.0.0.1:9" in err
+    # and logout revokes the token on the server and forgets it
+    status, out, err = imageflow("logout")
+    assert status == 0, err
+    assert not Token.objects.filter(user=user).exists() and not path.exists()
 
 
 def test_a_wrong_password_stores_nothing_and_exits_non_zero(imageflow, server, user, cli_env):
@@ -154,7 +161,9 @@ def test_run_watch_follows_the_demo_pipeline_with_bars_and_download_names_output
     assert execution.status == "completed"
     assert out.strip().splitlines()[-1] == f"completed {execution.pk}"
     assert execution.input_data["parameters"] == {"resize": {"width": 200}}
-    assert len(execution.input_data["inputs"]) == 3
+    assert "local inputs: 3 (3 uploaded, 0 already stored)" in err
+    uploads = {f.original_name: str(f.pk) for f in File.objects.filter(created_by=signed_in, original_name__in=PHOTO_NAMES)}
+    assert execution.input_data["inputs"] == [uploads[name] for name in PHOTO_NAMES]  # the folder's order
     # and the bars showed each step, the map steps with their three items
     for node in ("resize", "gray", "edges", "sharpen"):
         assert re.search(rf"{node}\s.*━.*\s3/3\s+completed, 3/3 items", err), (node, err)

@@ -47,6 +47,12 @@ def test_credentials_are_written_readable_by_the_user_alone(tmp_path, monkeypatc
     assert [p.name for p in directory.iterdir()] == ["credentials.json"]  # no temporary left
     loaded = credentials_load()
     assert (loaded.url, loaded.token, loaded.username) == ("http://example.test:8000", "secret", "ann")
+    # a second server keeps the first one's token, and becomes the default
+    credentials_save(Credentials(url="https://prod.test", token="other", username="bob"))
+    assert (credentials_load().url, credentials_load().token) == ("https://prod.test", "other")
+    assert credentials_load("http://example.test:8000").token == "secret"
+    # a token goes to the server that issued it only
+    assert credentials_load("http://elsewhere.test").token is None
     monkeypatch.setenv("IMAGEFLOW_TOKEN", "from-env")
     assert credentials_load().token == "from-env"
 

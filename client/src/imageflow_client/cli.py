@@ -34,12 +34,11 @@ def stderr() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def api_from(args, *, signed_in: bool = True) -> Api:
-    credentials = credentials_load()
-    url = (args.url or credentials.url).rstrip("/")
-    if signed_in and not credentials.token:
-        raise ApiError(401, "not signed in: run `imageflow login` first (or set IMAGEFLOW_TOKEN)")
-    return Api(url, credentials.token)
+def api_from(args) -> Api:
+    credentials = credentials_load(args.url)
+    if not credentials.token:
+        raise ApiError(401, f"not signed in to {credentials.url}: run `imageflow login` first (or set IMAGEFLOW_TOKEN)")
+    return Api(credentials.url, credentials.token)
 
 
 def parse_param(text: str) -> tuple[str, str, object]:
@@ -87,9 +86,13 @@ def short_time(value: str | None) -> str:
 # --- commands -------------------------------------------------------------------------------------
 
 def cmd_login(args) -> int:
-    stored = credentials_load()
-    url = (args.url or stored.url).rstrip("/")
-    username = args.username or stored.username or input("Username: ").strip()
+    stored = credentials_load(args.url)
+    url = stored.url
+    username = args.username or stored.username
+    if not username:
+        if args.password_stdin:
+            raise UsageError("--password-stdin needs --username")
+        username = input("Username: ").strip()
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -107,7 +110,7 @@ def cmd_logout(args) -> int:
     except ApiError as exc:
         if exc.status != 401:
             raise
-    credentials_forget()
+    credentials_forget(api.url)
     print(f"signed out of {api.url}; the token is revoked")
     return 0
 
@@ -208,6 +211,8 @@ def cmd_run(args) -> int:
                 print(f"error: {r.path}: {r.error}", file=sys.stderr)
             return 1
         uploaded = {raw: [r.file_id for r in upload_paths_for(results, raw)] for raw in paths}
+        sent = sum(1 for r in results if r.outcome == "uploaded")
+        print(f"local inputs: {len(results)} ({sent} uploaded, {len(results) - sent} already stored)", file=sys.stderr)
     for raw in args.input or []:
         inputs.extend([raw] if is_uuid(raw) else uploaded[raw])
     body: dict = {"inputs": inputs, "parameters": parameters}
@@ -334,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imageflow", description="Command-line client of an ImageFlow server.")
     parser.add_argument("--version", action="version", version=f"imageflow-client {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", help="the server (default: the one you logged in to, IMAGEFLOW_URL, "
-                                      "or http://127.0.0.1:8000)")
+    common.add_argument("--url", help="the server (default: IMAGEFLOW_URL, else the one you last logged in to, "
+                                      "else http://127.0.0.1:8000)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     login = commands.add_parser("login", parents=[common], help="get an API token and store it")

@@ -37,25 +37,32 @@ def credentials_path() -> Path:
     return config_dir() / FILE_NAME
 
 
-def credentials_load() -> Credentials:
-    """The stored credentials, overridden by IMAGEFLOW_URL and IMAGEFLOW_TOKEN."""
-    stored: dict = {}
+def _stored() -> dict:
     path = credentials_path()
-    if path.is_file():
-        if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            print(f"warning: {path} is readable by other users; run `chmod 600 {path}`", file=sys.stderr)
-        try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            print(f"warning: ignoring {path}: {exc}", file=sys.stderr)
-    return Credentials(
-        url=(os.environ.get("IMAGEFLOW_URL") or stored.get("url") or DEFAULT_URL).rstrip("/"),
-        token=os.environ.get("IMAGEFLOW_TOKEN") or stored.get("token"),
-        username=stored.get("username"),
-    )
+    if not path.is_file():
+        return {}
+    if os.name == "posix" and path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(f"warning: {path} is readable by other users; run `chmod 600 {path}`", file=sys.stderr)
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        print(f"warning: ignoring {path}: {exc}", file=sys.stderr)
+        return {}
+    return stored if isinstance(stored, dict) else {}
 
 
-def credentials_save(credentials: Credentials) -> Path:
+def credentials_load(url: str | None = None) -> Credentials:
+    """The server (`url`, else IMAGEFLOW_URL, else the last one logged in to) and the token
+    stored for that server alone: a token is never sent to a server it was not issued by.
+    IMAGEFLOW_TOKEN overrides the stored token."""
+    stored = _stored()
+    url = (url or os.environ.get("IMAGEFLOW_URL") or stored.get("url") or DEFAULT_URL).rstrip("/")
+    server = (stored.get("servers") or {}).get(url) or {}
+    return Credentials(url=url, token=os.environ.get("IMAGEFLOW_TOKEN") or server.get("token"),
+                       username=server.get("username"))
+
+
+def _write(body: dict) -> Path:
     """Written to a new file created with mode 0600 (never a moment readable by others), then
     renamed over the old one; the directory is made 0700."""
     directory = config_dir()
@@ -64,12 +71,10 @@ def credentials_save(credentials: Credentials) -> Path:
         os.chmod(directory, 0o700)
     path = directory / FILE_NAME
     temporary = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
-    body = json.dumps({"url": credentials.url, "token": credentials.token, "username": credentials.username},
-                      indent=2) + "\n"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(body)
+            handle.write(json.dumps(body, indent=2) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -79,9 +84,25 @@ def credentials_save(credentials: Credentials) -> Path:
     return path
 
 
-def credentials_forget() -> bool:
-    path = credentials_path()
-    if path.exists():
-        path.unlink()
+def credentials_save(credentials: Credentials) -> Path:
+    """Stores the token for its server (tokens of other servers are kept) and makes that server
+    the default."""
+    stored = _stored()
+    url = credentials.url.rstrip("/")
+    servers = dict(stored.get("servers") or {})
+    servers[url] = {"token": credentials.token, "username": credentials.username}
+    return _write({"url": url, "servers": servers})
+
+
+def credentials_forget(url: str) -> bool:
+    """Forgets the server's token; the file goes with the last one."""
+    stored = _stored()
+    servers = dict(stored.get("servers") or {})
+    if servers.pop(url.rstrip("/"), None) is None:
+        return False
+    if not servers:
+        credentials_path().unlink(missing_ok=True)
         return True
-    return False
+    default = stored.get("url") if stored.get("url") in servers else next(iter(servers))
+    _write({"url": default, "servers": servers})
+    return True
