@@ -244,3 +244,4 @@ class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, RunDataMi
     @admin.display(description="resource usage")
     def resource_usage_pretty(self, obj):
         return pretty_json(obj.resource_usage)
+from executions import automation_admin  # noqa: E402,F401  (triggers and webhooks: docs/automation.md)

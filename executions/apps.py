@@ -19,3 +19,11 @@ class ExecutionsConfig(AppConfig):
         engine_hooks_provide(workflow_apply=workflow_apply, run_pipelines_action=run_pipelines)
         # A step cache entry keeps its objects alive: file_delete asks before deleting one.
         file_object_referrer_provide(cache_referenced_paths)
+        # Triggers and webhooks (docs/automation.md): uploads are matched in their transaction;
+        # run events become signed deliveries (receivers connected on import), sent by tasks.
+        from executions import automation_tasks  # noqa: F401
+        from executions import webhooks  # noqa: F401
+        from executions.triggers import trigger_file_uploaded
+        from files.services import file_upload_hook_provide
+
+        file_upload_hook_provide(trigger_file_uploaded)

@@ -266,18 +266,73 @@ def _delete_thumbnails(file_id) -> None:
         logger.exception("could not delete thumbnails of file %s", file_id)
 
 
-def file_store_upload(*, upload, created_by) -> File:
+# --- uploads: announced to the apps that act on new files ----------------------------------------
+
+# Called with each new upload inside the transaction that stores its row: the executions app
+# registers its triggers' matching (executions/apps.py), which files does not import. A hook's
+# writes commit with the file or not at all.
+_upload_hooks: list[Callable[[File], object]] = []
+UPLOAD_TAGS_MAX = 20
+
+
+def file_upload_hook_provide(hook: Callable[[File], object]) -> None:
+    """Called once by an app that acts on new uploads (the executions app's triggers)."""
+    if hook not in _upload_hooks:
+        _upload_hooks.append(hook)
+
+
+def file_uploaded_announce(file: File) -> None:
+    """Tell the hooks about a new upload (in the caller's transaction). Announcing a file twice
+    is harmless: a hook records what it matched once (executions.triggers)."""
+    for hook in _upload_hooks:
+        hook(file)
+
+
+def upload_tags_clean(tags) -> list[str]:
+    """Tags an uploader puts on a file (metadata["tags"]; triggers match them): short words."""
+    if tags is None:
+        return []
+    if isinstance(tags, str):
+        tags = [tags]
+    cleaned = []
+    for tag in tags:
+        for part in str(tag).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if len(part) > 50 or not all(c.isalnum() or c in "-_.:" for c in part):
+                raise ValidationError({"tags": [f"Not a tag: {part[:60]!r} (letters, digits, - _ . :, "
+                                                f"at most 50 characters)."]})
+            cleaned.append(part)
+    cleaned = list(dict.fromkeys(cleaned))
+    if len(cleaned) > UPLOAD_TAGS_MAX:
+        raise ValidationError({"tags": [f"At most {UPLOAD_TAGS_MAX} tags."]})
+    return cleaned
+
+
+def file_store_upload(*, upload, created_by, tags=None) -> File:
     """Store a file received by files.api.upload's handlers (the API's POST /files/ and the admin's
     upload page): the checksum computed while receiving, and the object already streamed to the
-    store for a large file, are used as they are. Raises ValidationError like file_store."""
+    store for a large file, are used as they are; `tags` go to metadata["tags"]. The upload is
+    announced to the upload hooks (triggers) in the transaction that stores its row. Raises
+    ValidationError like file_store."""
+    tags = upload_tags_clean(tags)
     checksum = getattr(upload, "sha256", None)
-    stored = file_store(
-        stream=upload, original_name=upload.name, created_by=created_by, checksum=checksum,
-        size=upload.size if checksum else None, stored_key=getattr(upload, "object_key", None),
-        file_id=getattr(upload, "file_id", None),
-    )
-    # file_store owns the streamed object now (it removes it itself on failure).
-    upload.object_key = None
+    stored = None
+    try:
+        with transaction.atomic():
+            stored = file_store(
+                stream=upload, original_name=upload.name, created_by=created_by, checksum=checksum,
+                size=upload.size if checksum else None, stored_key=getattr(upload, "object_key", None),
+                file_id=getattr(upload, "file_id", None), extra_metadata={"tags": tags} if tags else None,
+            )
+            # file_store owns the streamed object now (it removes it itself on failure).
+            upload.object_key = None
+            file_uploaded_announce(stored)
+    except Exception:
+        if stored is not None:  # stored, then a hook failed: the row is rolled back, the object goes too
+            _delete_object(stored.storage_path)
+        raise
     return stored
 
 

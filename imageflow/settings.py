@@ -432,6 +432,36 @@ CELERY_BEAT_SCHEDULE["executions-dashboard-refresh"] = {
     "options": {"expires": DASHBOARD_REFRESH_SECONDS},
 }
 
+# --- Automation: triggers and webhooks (docs/automation.md) ------------------------------------
+# A webhook attempt waits this long for the receiver's answer; a timeout is retried like a 5xx.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", 5.0)
+# A failed attempt (5xx, 408, 425, 429, timeout, no connection) is tried again after a pause that
+# doubles from WEBHOOK_RETRY_BACKOFF_SECONDS up to WEBHOOK_RETRY_BACKOFF_MAX_SECONDS, for as long
+# as the delivery is younger than WEBHOOK_RETRY_WINDOW_SECONDS (3 hours: ~20 attempts); then it
+# fails (a redeliver starts a new window).
+WEBHOOK_RETRY_BACKOFF_SECONDS = env.float("WEBHOOK_RETRY_BACKOFF_SECONDS", 10.0)
+WEBHOOK_RETRY_BACKOFF_MAX_SECONDS = env.float("WEBHOOK_RETRY_BACKOFF_MAX_SECONDS", 900.0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env.float("WEBHOOK_RETRY_WINDOW_SECONDS", 3 * 3600.0)
+if WEBHOOK_RETRY_WINDOW_SECONDS < 3600 and ENVIRONMENT == "production":
+    raise ImproperlyConfigured("WEBHOOK_RETRY_WINDOW_SECONDS: at least 3600 in production.")
+# The Celery queue of webhook attempts; empty: the default queue. A queue of their own (and a
+# worker started with -Q for it) keeps slow receivers away from the steps' worker processes.
+WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", "")
+# The sweeps send again what a lost message left behind: due deliveries, pending trigger matches
+# (and start batches whose window ran out).
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 30.0)
+TRIGGER_SWEEP_INTERVAL_SECONDS = env.float("TRIGGER_SWEEP_INTERVAL_SECONDS", 10.0)
+CELERY_BEAT_SCHEDULE["executions-webhook-deliveries-sweep"] = {
+    "task": "executions.automation_tasks.webhook_deliveries_sweep",
+    "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
+    "options": {"expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
+}
+CELERY_BEAT_SCHEDULE["executions-triggers-sweep"] = {
+    "task": "executions.automation_tasks.triggers_sweep",
+    "schedule": TRIGGER_SWEEP_INTERVAL_SECONDS,
+    "options": {"expires": TRIGGER_SWEEP_INTERVAL_SECONDS},
+}
+
 # --- Live progress and execution logs (README: "Live progress and execution logs") -------------
 # Progress events go through a Redis channel layer (its own DB index: not the cache's, not the
 # broker's) to WebSocket and SSE clients; the per-run sequence counter and event history live

@@ -20,6 +20,9 @@ class FileSerializer(serializers.ModelSerializer):
 class FileUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="The image (JPEG, PNG, TIFF, BMP, GIF, WebP, ...).",
                                  allow_empty_file=True, use_url=False)
+    tags = serializers.ListField(child=serializers.CharField(max_length=50), required=False, max_length=20,
+                                 help_text="Optional tags (repeat the field, or comma-separated), kept in "
+                                           "metadata.tags; triggers may match them (docs/automation.md).")
 
 
 class DownloadSerializer(serializers.Serializer):

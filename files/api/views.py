@@ -54,8 +54,11 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
             serializer.is_valid(raise_exception=True)
             upload = serializer.validated_data["file"]
             try:
-                stored = services.file_store_upload(upload=upload, created_by=request.user)
+                stored = services.file_store_upload(upload=upload, created_by=request.user,
+                                                    tags=serializer.validated_data.get("tags"))
             except DjangoValidationError as exc:
+                if hasattr(exc, "error_dict") and "tags" in exc.error_dict:
+                    raise
                 raise DjangoValidationError({"file": exc.messages}) from None
         finally:
             discard_streamed_objects(handler)

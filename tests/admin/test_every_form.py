@@ -57,6 +57,25 @@ def _token():
     return TokenProxy.objects.get(pk=Token.objects.create(user=factories.UserFactory()).pk)
 
 
+def _subscription():
+    from executions.webhooks import webhook_subscription_create
+
+    return webhook_subscription_create(url="https://example.com/hook", events=["execution.failed"],
+                                       user=factories.StaffFactory())
+
+
+def _delivery():
+    return _subscription().deliveries.create(event="execution.failed", event_key="x:execution.failed")
+
+
+def _trigger():
+    from executions.triggers import trigger_create
+
+    staff = factories.StaffFactory()
+    return trigger_create(user=staff, name="on uploads",
+                          pipeline=pipeline_create(name="triggered", definition=RESIZE_THEN_GRAY, created_by=staff))
+
+
 def _definition(definition: dict) -> Overrides:
     return lambda obj, data: {"name": data.get("name") or "bad", "definition": json.dumps(definition)}
 
@@ -158,6 +177,29 @@ CASES: dict[str, tuple[Callable[[], Any], list, list]] = {
         ("forged output_data", lambda o, d: {"output_data": '{"outputs": ["forged"]}'}, None),
         ("forged status", lambda o, d: {"status": "completed"}, None),
     ]),
+    # Triggers and webhooks (executions/automation_admin.py): edited through their services.
+    "executions.webhooksubscription": (_subscription, [
+        ("unknown event", lambda o, d: {"url": "https://example.com/h", "events": "run.exploded"}, None),
+        ("not an http URL", lambda o, d: {"url": "ftp://example.com/h", "events": "execution.failed"}, None),
+    ], [
+        ("no events", lambda o, d: {"events": []}, None),
+        ("short secret", lambda o, d: {"secret": "short"}, "At least 16 characters."),
+    ]),
+    "executions.webhookdelivery": (_delivery, [
+        ("a delivery by hand", lambda o, d: {"status": "delivered"}, None)], [
+        ("forged status", lambda o, d: {"status": "delivered", "attempts": "9"}, None)]),
+    "executions.trigger": (_trigger, [
+        ("batch size 0", lambda o, d: {"name": "t", "pipeline": str(o.pipeline_id), "batch_size": "0",
+                                       "batch_window_seconds": "60", "parameters": "{}"}, None),
+        ("parameters that do not validate", lambda o, d: {"name": "t", "pipeline": str(o.pipeline_id),
+                                                          "batch_size": "1", "batch_window_seconds": "60",
+                                                          "parameters": '{"resize": {"width": 0}}'}, None),
+    ], [
+        ("MIME type that is not one", lambda o, d: {"match_mime_type": "jpeg"}, "A MIME type"),
+    ]),
+    "executions.triggerfile": (lambda: _trigger().matches.create(file=factories.FileFactory()), [
+        ("a match by hand", lambda o, d: {"status": "started"}, None)], [
+        ("forged status", lambda o, d: {"status": "started"}, None)]),
     "files.file": (factories.FileFactory, [
         ("a file by hand", lambda o, d: {"storage_path": "uploads/x.jpg", "file_size": "10", "checksum": "ab"},
          None)], [
