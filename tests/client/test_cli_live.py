@@ -170,6 +170,11 @@ def test_run_watch_follows_the_demo_pipeline_with_bars_and_download_names_output
     assert re.search(r"board\s.*━.*\s1/1\s+completed", err)
     assert re.search(r"run\s.*━.*\s5/5\s+completed", err)
 
+    # and watching it after its end shows the final state at once
+    status, out, err = imageflow("watch", execution.pk, "--progress", "lines")
+    assert status == 0 and out == f"completed {execution.pk}\n"
+    assert re.search(r"^sharpen: completed, 3/3 items$", err, re.M) and f"run {execution.pk}: completed" in err
+
     # when its outputs are downloaded
     status, out, err = imageflow("download", execution.pk, "--to", tmp_path / "out")
     # then the board (made from the three inputs) is named after its node, with its bytes

@@ -84,3 +84,29 @@ def test_downloads_are_named_after_their_inputs_and_a_merge_after_its_node():
     files["g3"]["mime_type"] = "image/png"
     assert [p.name for p in plan(execution, files, inputs, {"gray": ["g1", "g3"], "board": ["b"]})] == [
         "IMG_1-gray.png", "IMG_1-gray-2.png", "board.jpg"]
+
+
+def test_the_watched_state_drops_events_seen_already_and_never_lowers_item_counts():
+    from imageflow_client.watch import RunState
+
+    def items(completed, failed=0, cached=0):
+        return {"total": 4, "completed": completed, "failed": failed, "skipped": 0, "cached": cached}
+
+    run = RunState("r")
+    assert run.apply({"type": "snapshot", "seq": 5, "execution_status": "running", "final": False,
+                      "steps": [{"node_id": "resize", "status": "running", "items": items(2)},
+                                {"node_id": "board", "status": "pending", "items": None}]})
+    # an event at or below the snapshot's seq is already in it
+    assert not run.apply({"type": "step_items", "seq": 5, "node_id": "resize", "items": items(1)})
+    # a later event with older counts (the snapshot read the database) keeps the higher ones
+    assert run.apply({"type": "step_items", "seq": 6, "node_id": "resize", "items": items(1, failed=1)})
+    assert run.steps["resize"].items == items(2, failed=1)
+    assert run.steps["resize"].summary() == "running, 2/4 items (1 failed)"
+    assert run.apply({"type": "step", "seq": 7, "node_id": "board", "status": "completed",
+                      "execution_status": "running"})
+    assert run.apply({"type": "execution", "seq": 8, "status": "failed", "execution_status": "failed", "final": True})
+    assert (run.status, run.final, run.steps["board"].summary()) == ("failed", True, "completed")
+    # a reconnection's snapshot moves nothing back
+    run.apply({"type": "snapshot", "seq": 8, "execution_status": "failed", "final": True,
+               "steps": [{"node_id": "resize", "status": "failed", "items": items(2, failed=1)}]})
+    assert run.seq == 8 and run.steps["resize"].items == items(2, failed=1)
