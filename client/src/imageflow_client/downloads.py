@@ -101,10 +101,14 @@ def fetch(api: Api, file: dict, target: Path) -> None:
 
 def download_run(api: Api, execution: dict, directory: Path, *, nodes: list[str] | None = None) -> list[Planned]:
     wanted = output_nodes(execution, nodes)
-    ids = {i for files in wanted.values() for i in files} | set(execution.get("input_data", {}).get("inputs") or [])
-    ids |= set(execution.get("outputs_by_input") or {})
-    files = {i: api.get(f"files/{i}/") for i in sorted(ids)}
-    inputs = {i: files[i] for i in (execution.get("outputs_by_input") or {}) if i in files}
+    files = {i: api.get(f"files/{i}/") for i in sorted({i for ids in wanted.values() for i in ids})}
+    inputs: dict[str, dict] = {}
+    for input_id in execution.get("outputs_by_input") or {}:
+        try:
+            inputs[input_id] = files.get(input_id) or api.get(f"files/{input_id}/")
+        except ApiError as exc:
+            if exc.status != 404:  # an input deleted since: its outputs are named after their node
+                raise
     planned = plan(execution, files, inputs, wanted)
     directory.mkdir(parents=True, exist_ok=True)
     for item in planned:
