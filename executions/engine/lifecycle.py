@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from executions import logs, signals
 from executions.engine import statements
+from executions.engine.contracts import output_check
 from executions.engine.delivery import enqueue_on_commit
 from executions.engine.errors import StepFailure, is_transient
 from executions.engine.fanout import step_inputs, step_items_start
@@ -196,6 +197,7 @@ def _run_watched(step, attempt, input_ids, by_id, ids, monitor, watch, transient
         if missing:
             raise StepFailure(f"input files no longer exist: {', '.join(missing)}")
         result = get_runner(step.component).run(context)
+        output_check(step.component, result)
     except Exception as exc:  # classified below: transient -> retry, anything else -> failed
         monitor.unwatch(watch)
         for created in context.created_files:
