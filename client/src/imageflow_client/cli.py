@@ -202,7 +202,7 @@ def cmd_run(args) -> int:
     uploaded = {}
     if paths:
         try:
-            results = upload_paths(api, paths, jobs=args.jobs, console=stderr(), quiet=True)
+            results = upload_paths(api, paths, jobs=args.jobs, console=stderr(), lines=False)
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from None
         failed = [r for r in results if r.outcome == "failed"]
