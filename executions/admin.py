@@ -33,6 +33,7 @@ from .models import (
     ComponentExecution,
     ExecutionStatus,
     PipelineExecution,
+    StepStatus,
 )
 from registry.admin_pictures import PICTURE_MEDIA_CSS
 
@@ -215,7 +216,20 @@ class PipelineExecutionAdmin(LargeListAdminMixin, LiveProgressAdminMixin, ReadOn
                     ("rerun", "Re-run with the same inputs", execution.workflow_id is None),
                 ) if shown
             ]
+        if execution is not None and execution.status not in FINISHED_EXECUTION_STATUSES:
+            extra_context["waiting_for"] = steps_waiting_for(execution)
         return super().change_view(request, object_id, form_url, extra_context)
+
+
+def steps_waiting_for(execution) -> list[dict]:
+    """The run's unfinished steps that wait for a worker nobody runs: [{node_id, message}]."""
+    from executions.engine.presence import live_queues, waiting_for
+
+    steps = list(execution.steps.filter(status__in=[StepStatus.PENDING, StepStatus.RUNNING])
+                 .only("id", "node_id", "status", "input_data").order_by("created_at", "node_id"))
+    live = live_queues() if steps else None
+    return [{"node_id": step.node_id, "message": note} for step in steps
+            if (note := waiting_for(step, live)) is not None]
 
 
 @admin.register(ComponentExecution)

@@ -132,7 +132,8 @@ def collect_queues():
 
     from imageflow.celery import app
 
-    names = sorted(set(app.amqp.queues) | {settings.CELERY_TASK_DEFAULT_QUEUE})
+    names = sorted(set(app.amqp.queues) | {settings.CELERY_TASK_DEFAULT_QUEUE}
+                   | {queue for queue in settings.STEP_QUEUE_ROUTES.values() if queue})
     client = redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
     try:
         with client.pipeline(transaction=False) as pipe:
@@ -145,6 +146,15 @@ def collect_queues():
     for name, length in zip(names, lengths):
         family.add_metric([name], length)
     yield family
+    from executions.engine.presence import live_queues
+
+    live = live_queues()
+    if live is not None:  # unknown (no worker announces its queues): no figure rather than a false 0
+        consumers = GaugeMetricFamily("imageflow_queue_consumers", "Live workers consuming each queue (steps "
+                                      "routed to a queue with none wait for one).", labels=["queue"])
+        for name in sorted(set(names) | set(live)):
+            consumers.add_metric([name], live.get(name, 0))
+        yield consumers
 
 
 register_scrape_collector(collect_engine)

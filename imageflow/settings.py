@@ -451,6 +451,12 @@ WEBHOOK_QUEUE = env.str("WEBHOOK_QUEUE", "")
 # (and start batches whose window ran out).
 WEBHOOK_SWEEP_INTERVAL_SECONDS = env.float("WEBHOOK_SWEEP_INTERVAL_SECONDS", 30.0)
 TRIGGER_SWEEP_INTERVAL_SECONDS = env.float("TRIGGER_SWEEP_INTERVAL_SECONDS", 10.0)
+# POST /api/v1/object-events/ (S3 event notifications of MinIO or AWS) answers only
+# `Authorization: Bearer <OBJECT_EVENTS_TOKEN>`; empty (the default) turns it off (404). A created
+# object of OBJECT_EVENTS_BUCKET under OBJECT_EVENTS_PREFIX<username>/ becomes that user's file.
+OBJECT_EVENTS_TOKEN = env.str("OBJECT_EVENTS_TOKEN", "")
+OBJECT_EVENTS_BUCKET = env.str("OBJECT_EVENTS_BUCKET", S3_BUCKET)
+OBJECT_EVENTS_PREFIX = env.str("OBJECT_EVENTS_PREFIX", "inbox/")
 CELERY_BEAT_SCHEDULE["executions-webhook-deliveries-sweep"] = {
     "task": "executions.automation_tasks.webhook_deliveries_sweep",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,

@@ -6,6 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from executions.engine.presence import live_queues, waiting_for
 from executions.item_counts import step_item_counts
 from executions.models import ComponentExecution, PipelineExecution
 from executions.selectors import execution_outputs_by_input, execution_progress, execution_steps
@@ -63,10 +64,17 @@ class ComponentExecutionSerializer(ModelSerializer):
         model = ComponentExecution
         fields = ["id", "node_id", "component", "status", "input_data", "output_data", "error_message",
                   "execution_time_ms", "resource_usage", "attempts", "started_at", "completed_at", "created_at",
-                  "items"]
+                  "items", "waiting_for"]
         read_only_fields = fields
 
     items = serializers.SerializerMethodField()
+    waiting_for = serializers.SerializerMethodField(
+        help_text="Why an unfinished step will not start by itself: no live worker consumes the queue its "
+                  "component's resource requirements route it to (e.g. a GPU step and no GPU worker); null "
+                  "otherwise, and when the workers' queues are not known.")
+
+    def get_waiting_for(self, obj) -> str | None:
+        return waiting_for(obj, self.context.get("live_queues"))
 
     @extend_schema_field(StepItemsSerializer(allow_null=True))
     def get_items(self, obj) -> dict | None:
@@ -149,7 +157,11 @@ class ExecutionDetailSerializer(ExecutionSerializer):
 
     @extend_schema_field(ComponentExecutionSerializer(many=True))
     def get_steps(self, obj) -> list:
-        return ComponentExecutionSerializer(self._steps(obj), many=True).data
+        steps = self._steps(obj)
+        # Which queues have a live worker: one Redis read, only while some step is still to do.
+        unfinished = any(step.status in {"pending", "running"} for step in steps)
+        return ComponentExecutionSerializer(steps, many=True,
+                                            context={"live_queues": live_queues() if unfinished else None}).data
 
     @extend_schema_field({"type": "object", "description": "{input file id: {node id: [ids of the node's outputs "
                                                            "derived from that input]}}, from the outputs' lineage.",

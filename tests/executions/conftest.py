@@ -95,7 +95,8 @@ def contract_component(db):
             "operation": {"type": "string", "enum": ["invert", "none"], "default": "invert"},
             "sleep_seconds": {"type": "number", "minimum": 0, "default": 0},
             "fail_unless_exists": {"type": "string"}, "tempfail_marker": {"type": "string"},
-            "done_marker": {"type": "string"}}},
+            "done_marker": {"type": "string"}, "allocate_mb": {"type": "integer", "minimum": 0},
+            "metrics": {"type": "object"}, "data": {}, "report_env": {"type": "array", "items": {"type": "string"}}}},
     )
 
 

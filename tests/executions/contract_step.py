@@ -5,7 +5,9 @@ executions/engine/runners/container.py): JSON request on stdin, JSON answer on s
 Parameters: "operation" ("invert" or "none"), "sleep_seconds" (pause first), "fail_unless_exists"
 (a path: fail with status 1 while it is missing), "tempfail_marker" (a path: report a transient
 failure with status 75 the first time, creating the marker), "done_marker" (a path written when
-the work is finished).
+the work is finished), "allocate_mb" (hold that many MiB of memory while it works), "data" (JSON
+given back as the answer's data), "metrics" (more metrics given back), "report_env" (a list of
+environment variable names whose values are given back in data.env).
 """
 
 import io
@@ -31,6 +33,7 @@ def main() -> int:
     if needed and not os.path.exists(needed):
         print(f"ERROR: required resource {needed} is missing", file=sys.stderr)
         return 1
+    held = b"\x01" * (int(params.get("allocate_mb", 0)) * 1024 * 1024)  # written: resident, not only mapped
     time.sleep(float(params.get("sleep_seconds", 0)))
     outputs = []
     for index, item in enumerate(request["inputs"]):
@@ -45,7 +48,13 @@ def main() -> int:
         print(f"WARNING: wrote {path} ({image.width}x{image.height})", file=sys.stderr)
     if params.get("done_marker"):
         open(params["done_marker"], "w").close()
-    json.dump({"outputs": outputs, "metrics": {"images": len(outputs)}}, sys.stdout)
+    answer = {"outputs": outputs, "metrics": {"images": len(outputs), "held_mb": len(held) // 2 ** 20,
+                                              **params.get("metrics", {})}}
+    if "data" in params:
+        answer["data"] = params["data"]
+    if "report_env" in params:
+        answer["data"] = {"env": {name: os.environ.get(name) for name in params["report_env"]}}
+    json.dump(answer, sys.stdout)
     return 0
 
 

@@ -18,17 +18,30 @@ stdin, one JSON object::
 stdout, one JSON object::
 
     {"outputs": [{"path": "result.png", "name": "optional-original-name.png"}],
-     "metrics": {...}}                        # free-form numbers recorded on the step
+     "metrics": {...},                        # numbers recorded on the step
+     "data": ...}                             # optional JSON results (output_data.data)
+
+What is given back is checked against the component's output_schema (executions/engine/
+contracts.py).
 
 `path` is relative to output_dir (or absolute inside it). stderr lines become the step's log
 records ("ERROR: ", "WARNING: ", "DEBUG: " prefixes set the level). Exit status 0 = success,
 75 (EX_TEMPFAIL) = transient failure (retried with backoff), anything else = failure.
+
+Resources (the component's `resource_requirements`): `memory` ("512Mi") limits the process's
+address space (RLIMIT_AS, set in the child before it starts; a template that passes
+`{memory_bytes}` to a container engine, e.g. `docker run --memory {memory_bytes}`, gets the limit
+there instead, enforced by its cgroup, and no rlimit on the engine's client); `gpu` (n > 0) gives it
+the first n of WORKER_GPU_DEVICES in CUDA_VISIBLE_DEVICES (docker needs `-e CUDA_VISIBLE_DEVICES`
+and `--gpus all` in the template to pass it on); a component without `gpu` gets an empty one on a
+worker with WORKER_GPU_DEVICES, so it cannot take a device a GPU step was given.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import shlex
 import signal
 import subprocess
@@ -40,6 +53,7 @@ from pathlib import Path
 from django.conf import settings
 
 from executions.engine.errors import StepFailure, TransientStepError
+from executions.engine.queues import memory_bytes
 from executions.engine.runners import RunResult, StepContext
 
 CONTRACT = "imageflow.step/1"
@@ -47,9 +61,39 @@ EX_TEMPFAIL = 75
 _LEVEL_PREFIXES = {"ERROR:": "error", "WARNING:": "warning", "DEBUG:": "debug", "INFO:": "info"}
 
 
-def build_command(*, image: str, output_dir: str) -> list[str]:
-    return [token.format(image=image, output_dir=output_dir)
+_OUT_OF_MEMORY = ("memoryerror", "cannot allocate memory", "out of memory", "bad_alloc", "std::bad_alloc")
+
+
+def build_command(*, image: str, output_dir: str, memory: int | None = None) -> list[str]:
+    return [token.format(image=image, output_dir=output_dir, memory_bytes=memory or 0)
             for token in shlex.split(settings.CONTAINER_COMMAND_TEMPLATE)]
+
+
+def memory_limit(component) -> int | None:
+    """The bytes of memory the component's resource_requirements allow its process; None: no limit."""
+    limit = memory_bytes((component.resource_requirements or {}).get("memory"))
+    return limit if limit and limit > 0 else None
+
+
+def process_environment(component) -> dict[str, str] | None:
+    """The external process's environment: the worker's, with the GPUs the component may use;
+    None (inherit it unchanged) when this worker has no WORKER_GPU_DEVICES."""
+    devices = list(settings.WORKER_GPU_DEVICES)
+    if not devices:
+        return None
+    gpu = (component.resource_requirements or {}).get("gpu") or 0
+    count = int(gpu) if isinstance(gpu, (int, float)) and not isinstance(gpu, bool) and gpu > 0 else 0
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices[:count])}
+
+
+def _limit_memory(limit: int):
+    def preexec() -> None:  # in the child, between fork and exec: only async-signal-safe work
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return preexec
+
+
+def _mib(value: int) -> str:
+    return f"{value / 1024 ** 2:.0f} MiB"
 
 
 class ContainerRunner:
@@ -68,11 +112,18 @@ class ContainerRunner:
                            for f in context.inputs],
                 "output_dir": output_dir,
             }
-            command = build_command(image=component.docker_image, output_dir=output_dir)
-            context.log("info", f"starting external process: {shlex.join(command)}", command=command)
+            limit = memory_limit(component)
+            command = build_command(image=component.docker_image, output_dir=output_dir, memory=limit)
+            # A template passing {memory_bytes} hands the limit to the container engine's cgroup.
+            rlimit = limit if limit and "{memory_bytes}" not in settings.CONTAINER_COMMAND_TEMPLATE else None
+            environment = process_environment(component)
+            context.log("info", f"starting external process: {shlex.join(command)}", command=command,
+                        memory_limit_bytes=limit,
+                        cuda_visible_devices=None if environment is None else environment["CUDA_VISIBLE_DEVICES"])
             try:
                 process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                           stderr=subprocess.PIPE, start_new_session=True)
+                                           stderr=subprocess.PIPE, start_new_session=True, env=environment,
+                                           preexec_fn=_limit_memory(rlimit) if rlimit else None)
             except OSError as exc:
                 raise StepFailure(f"cannot start {command[0]!r}: {exc}") from exc
             stdout_chunks: list[bytes] = []
@@ -96,6 +147,11 @@ class ContainerRunner:
             last = stderr_tail[-1] if stderr_tail else "no message on stderr"
             if code == EX_TEMPFAIL:
                 raise TransientStepError(f"external process reported a temporary failure: {last}")
+            if code != 0 and limit and (code < 0 or any(word in line.lower() for line in stderr_tail
+                                                         for word in _OUT_OF_MEMORY)):
+                raise StepFailure(f"external process ran out of memory: its limit is {_mib(limit)} "
+                                  f"(resource_requirements.memory {component.resource_requirements['memory']!r}); "
+                                  f"exited with status {code}: {last}")
             if code != 0:
                 raise StepFailure(f"external process exited with status {code}: {last}")
             answer = self._parse_answer(b"".join(stdout_chunks))
@@ -110,7 +166,8 @@ class ContainerRunner:
                 name = item.get("name") if isinstance(item.get("name"), str) else path.name
                 outputs.append(context.store_output(content=path.read_bytes(), name=name))
             metrics = answer.get("metrics") if isinstance(answer.get("metrics"), dict) else {}
-        return RunResult(outputs=outputs, metrics=metrics, child_cpu_seconds=cpu, child_peak_memory_bytes=peak)
+        return RunResult(outputs=outputs, metrics=metrics, child_cpu_seconds=cpu, child_peak_memory_bytes=peak,
+                         data=answer.get("data"))
 
     @staticmethod
     def _feed(process: subprocess.Popen, payload: bytes) -> None:
