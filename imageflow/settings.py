@@ -411,6 +411,14 @@ CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run -
 # applies CONN_MAX_AGE and the health check. scripts/run.sh sets 1000 for its worker; it stays off
 # by default because an in-process test worker would keep its connection past the test database.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 0) or None
+# The GPUs of this worker host (CUDA device indexes or UUIDs, "0,1"): a step of a component asking for
+# `"gpu": n` gets the first n in its external process's CUDA_VISIBLE_DEVICES, any other step an
+# empty one; empty (the default): CUDA_VISIBLE_DEVICES is left as the worker has it.
+WORKER_GPU_DEVICES = env.list("WORKER_GPU_DEVICES", [])
+# How often a worker writes which queues it consumes to the broker's Redis (executions/engine/
+# presence.py); a worker not heard from for three times this is taken as gone, and a step routed
+# to a queue without a live worker is reported as waiting for one.
+WORKER_PRESENCE_SECONDS = env.float("WORKER_PRESENCE_SECONDS", 10.0)
 CELERY_BEAT_SCHEDULE = {
     "executions-sweep-stale-steps": {
         "task": "executions.tasks.execution_sweep",
