@@ -4,6 +4,7 @@ validation first, so a refusal shows on the field it is about instead of a 500 o
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 from django import forms
@@ -94,6 +95,14 @@ class ComponentAdminForm(forms.ModelForm):
             add_errors(self, exc)
         return data
 
+    def _post_clean(self):
+        super()._post_clean()  # the instance holds the form's values now
+        if not self.instance._state.adding:
+            try:  # a version a run used is fixed: shown on the changed fields (save_model checks again)
+                services.component_change_check(component=self.instance)
+            except ValidationError as exc:
+                add_errors(self, exc)
+
 
 @admin.register(Component)
 class ComponentAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
@@ -174,21 +183,70 @@ class PipelineAdminForm(forms.ModelForm):
         return data
 
 
+class OutdatedComponentsFilter(admin.SimpleListFilter):
+    title = "outdated components"
+    parameter_name = "outdated"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Names an outdated component version")]
+
+    def queryset(self, request, queryset):
+        from registry.selectors import pipelines_outdated
+
+        return pipelines_outdated(queryset) if self.value() == "yes" else queryset
+
+
+# The components' newest versions, read once per list page (a context variable: admin instances
+# are shared by the threads and tasks serving requests).
+_latest_versions: ContextVar[dict | None] = ContextVar("registry_admin_latest_versions", default=None)
+
+
 @admin.register(Pipeline)
 class PipelineAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
     """Saved by pipeline_create / pipeline_update (a changed definition bumps the version and is
     stored in the history) and pipeline_set_labels, as in the API; deleted by pipeline_delete."""
 
     form = PipelineAdminForm
-    list_display = ("name", "version", "category", "organization", "created_by", "updated_at")
-    list_filter = ("updated_at", "category", "tags", "organization")
+    list_display = ("name", "version", "outdated", "category", "organization", "created_by", "updated_at")
+    list_filter = ("updated_at", "category", "tags", "organization", OutdatedComponentsFilter)
     filter_horizontal = ("tags",)
     search_fields = ("name", "description")
     date_hierarchy = "updated_at"
     list_select_related = ("created_by", "organization")
-    readonly_fields = ("version", "created_by", "picture")
+    readonly_fields = ("version", "created_by", "picture", "outdated_components")
     inlines = [PipelineVersionInline]
     actions = [run_pipelines]
+
+    def changelist_view(self, request, extra_context=None):
+        from registry.selectors import component_latest_versions
+
+        token = _latest_versions.set(component_latest_versions())
+        try:
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()  # the rows' columns are drawn now, while the versions are set
+            return response
+        finally:
+            _latest_versions.reset(token)
+
+    @admin.display(description="outdated")
+    def outdated(self, obj):
+        from registry.selectors import pipeline_outdated_components
+
+        found = pipeline_outdated_components(obj, latest=_latest_versions.get())
+        return ", ".join(f"{n['name']} {n['version']} → {n['latest']}" for n in found) or "—"
+
+    @admin.display(description="outdated components")
+    def outdated_components(self, obj):
+        """Nodes naming a component version of which a newer one exists: the pipeline keeps the
+        version it was built with until its definition names the new one."""
+        from registry.selectors import pipeline_outdated_components
+
+        if obj is None or obj.pk is None:
+            return "—"
+        found = pipeline_outdated_components(obj)
+        return format_html_join(", ", "node {}: {} {} (newest {})",
+                                ((n["node"], n["name"], n["version"], n["latest"]) for n in found)) or "—"
 
     class Media:
         css = PICTURE_MEDIA_CSS

@@ -63,10 +63,58 @@ def component_check(*, data: dict[str, Any]) -> None:
         raise ValidationError({"resource_requirements": ["must be an object such as {\"cpu\": 1, \"memory\": \"512Mi\"}."]})
 
 
+# Once a run used a component version it is what those steps ran: every field but the description
+# is fixed (a change is a new version), so past steps, cached results and the pipelines naming the
+# version keep meaning what they meant. The catalogue of built-ins (executions/catalogue.py) is the
+# engine's own description of its code and kept in step with it there.
+COMPONENT_FIELDS_CHANGEABLE_WHEN_USED = ("description",)
+
+
+def component_used(component: Component) -> bool:
+    """True once a run used the component: a row that protects it refers to it (the steps of runs),
+    found through the model's relations, so the registry imports nothing of the app above it."""
+    from django.db.models import PROTECT
+
+    for relation in Component._meta.related_objects:
+        if relation.on_delete is PROTECT and relation.related_model._default_manager.filter(
+                **{relation.field.name: component.pk}).exists():
+            return True
+    return False
+
+
+def _next_version(version: str) -> str:
+    """1.0.0 -> 1.0.1, v2 -> v3, 2.1-beta -> 2.2-beta (the last number, counted up)."""
+    import re
+
+    head, number, tail = re.match(r"^(.*?)(\d+)(\D*)$", version).groups() if re.search(r"\d", version) else (
+        version + ".", "0", "")
+    return f"{head}{int(number) + 1}{tail}"
+
+
+def component_change_check(*, component: Component, lock: bool = False) -> None:
+    """Refuse (ValidationError on each changed field, naming the version and saying to make a new
+    one) the changes `component` holds against its stored row when a run used that version. `lock`
+    (in the saving transaction): the row FOR UPDATE, which a run's insert of steps naming it waits
+    for, so no run starts on the old content while it changes. The admin's form runs it unlocked."""
+    rows = Component.objects.select_for_update() if lock else Component.objects.all()
+    stored = rows.filter(pk=component.pk).first()
+    if stored is None:
+        return
+    changed = [field.name for field in Component._meta.concrete_fields
+               if field.name not in {"id", "created_at", "updated_at", *COMPONENT_FIELDS_CHANGEABLE_WHEN_USED}
+               and getattr(stored, field.attname) != getattr(component, field.attname)]
+    if changed and component_used(stored):
+        message = (f"component {stored.name}:{stored.version} has been used by runs and cannot be changed: create "
+                   f"a new version (for example {stored.name}:{_next_version(stored.version)}) instead.")
+        raise ValidationError({field: [message] for field in changed})
+
+
 def _save_component(component: Component) -> Component:
     component.full_clean(validate_unique=False, validate_constraints=False)
     try:
         with transaction.atomic():
+            if not component._state.adding:
+                component_change_check(component=component, lock=True)
             component.save()
     except IntegrityError as exc:
         if "components_name_version_uniq" in str(exc):

@@ -31,8 +31,38 @@ class ComponentSerializer(serializers.ModelSerializer):
         validators: list = []
 
 
+class OutdatedComponentSerializer(serializers.Serializer):
+    node = serializers.CharField(help_text="The node's id.")
+    name = serializers.CharField(help_text="The component's name.")
+    version = serializers.CharField(help_text="The version the node names.")
+    latest = serializers.CharField(help_text="The newest version of that component.")
+
+
+class OutdatedComponentsField(serializers.ListField):
+    """A pipeline's outdated nodes (registry.selectors.pipeline_outdated_components); for a page of
+    pipelines the components' versions are read once."""
+
+    child = OutdatedComponentSerializer()
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, source="*", **kwargs)
+
+    def to_representation(self, pipeline):
+        from registry.selectors import component_latest_versions, pipeline_outdated_components
+
+        if self.parent is None or self.parent.parent is None:  # one pipeline: its components' versions only
+            return super().to_representation(pipeline_outdated_components(pipeline))
+        latest = self.context.get("_latest_versions")
+        if latest is None:
+            latest = self.context["_latest_versions"] = component_latest_versions()
+        return super().to_representation(pipeline_outdated_components(pipeline, latest=latest))
+
+
 class PipelineSerializer(serializers.ModelSerializer):
     definition = serializers.JSONField(help_text="The DAG: {\"nodes\": [...], \"edges\": [...]} (see README).")
+    outdated_components = OutdatedComponentsField(
+        help_text="Nodes naming a component version of which a newer one exists (a pipeline keeps the version "
+                  "it was built with until its definition names another).")
     created_by = serializers.UUIDField(source="created_by_id", read_only=True, allow_null=True)
     # Workflow registry labels (set with PUT /pipelines/{id}/labels/).
     category = serializers.CharField(read_only=True)
@@ -42,14 +72,14 @@ class PipelineSerializer(serializers.ModelSerializer):
     class Meta:
         model = Pipeline
         fields = ["id", "name", "description", "definition", "version", "created_by", "created_at", "updated_at",
-                  "category", "tags", "organization"]
+                  "category", "tags", "organization", "outdated_components"]
         read_only_fields = ["id", "version", "created_by", "created_at", "updated_at"]
 
 
 class PipelineListSerializer(PipelineSerializer):
     class Meta(PipelineSerializer.Meta):
         fields = ["id", "name", "description", "version", "created_by", "created_at", "updated_at",
-                  "category", "tags", "organization"]
+                  "category", "tags", "organization", "outdated_components"]
 
 
 class PipelineVersionSerializer(serializers.ModelSerializer):

@@ -4,6 +4,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
@@ -62,7 +63,10 @@ class ComponentViewSet(viewsets.ModelViewSet):
 
 @extend_schema_view(
     list=extend_schema(parameters=[SEARCH_PARAMETER, OpenApiParameter("tag", str, many=True),
-                                   OpenApiParameter("category", str)],
+                                   OpenApiParameter("category", str),
+                                   OpenApiParameter("outdated", bool, description=(
+                                       "true: only pipelines with a node naming a component version of which a "
+                                       "newer one exists (their outdated_components say which)."))],
                        responses={200: PipelineListSerializer(many=True)}),
     create=extend_schema(responses={201: PipelineSerializer, **ERROR_RESPONSES(400)}),
     update=extend_schema(responses={200: PipelineSerializer, **ERROR_RESPONSES(400)}),
@@ -77,10 +81,17 @@ class PipelineViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     queryset = Pipeline.objects.all()
 
     def get_queryset(self):
-        return selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"),
-                                       tags=self.request.query_params.getlist("tag"),
-                                       category=text_param(self.request, "category"),
-                                       carriers=self.action != "list")
+        queryset = selectors.pipeline_list(user=self.request.user, search=text_param(self.request, "search"),
+                                           tags=self.request.query_params.getlist("tag"),
+                                           category=text_param(self.request, "category"),
+                                           carriers=self.action != "list")
+        outdated = text_param(self.request, "outdated")
+        if self.action == "list" and outdated is not None:
+            if outdated.lower() not in {"true", "false"}:
+                raise ValidationError({"outdated": ["must be true or false."]})
+            if outdated.lower() == "true":
+                queryset = selectors.pipelines_outdated(queryset)
+        return queryset
 
     def get_serializer_class(self):
         return PipelineListSerializer if self.action == "list" else PipelineSerializer
