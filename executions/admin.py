@@ -239,8 +239,8 @@ class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, RunDataMi
     search_fields = ("node_id", "component__name", "execution__id")
     list_select_related = ("execution", "component")
     fields = ("execution", "node_id", "component", "status", "items_column", "attempts", "worker", "reused_from",
-              "waiting_parents", "inputs_pretty", "outputs_pretty", "error_message", "execution_time_ms",
-              "resource_usage_pretty", "heartbeat_at", "started_at", "completed_at")
+              "waiting_parents", "inputs_pretty", "outputs_pretty", "results_pretty", "error_message",
+              "execution_time_ms", "resource_usage_pretty", "heartbeat_at", "started_at", "completed_at")
     readonly_fields = fields
 
     class Media:
@@ -254,6 +254,20 @@ class ComponentExecutionAdmin(LargeListAdminMixin, ReadOnlyAdminMixin, RunDataMi
         return format_html('<span class="run-progress" title="{}%"><span style="width:{}%"></span></span>{}',
                            items_percentage(items), items_percentage(items), items_text(items))
 
+
+    @admin.display(description="results per image")
+    def results_pretty(self, obj):
+        # The JSON results of ONNX, privacy and annotate steps live with each output image
+        # (metadata["results"]), in output order; other steps have none.
+        from django.db.models.fields.json import KeyTransform
+
+        from files.models import File
+
+        ids = [str(i) for i in (obj.output_data or {}).get("files", [])][:500]
+        found = {str(pk): results for pk, results in File.objects.filter(pk__in=ids).annotate(
+            results=KeyTransform("results", "metadata")).values_list("id", "results")}
+        results = [found[i] for i in ids if found.get(i) is not None]
+        return pretty_json(results) if results else "—"
 
     @admin.display(description="resource usage")
     def resource_usage_pretty(self, obj):

@@ -18,7 +18,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
+
+from imageflow.exceptions import ConflictError
 
 from .inspection import inspect_image, name_for_type, sanitize_file_name, sha256_of
 from .models import File
@@ -132,7 +135,10 @@ def file_delete(*, file: File) -> None:
     key = file.storage_path
     file_id = file.pk
     with transaction.atomic():
-        file.delete()
+        try:
+            file.delete()
+        except ProtectedError:  # an ONNX component names it as its model (registry.Component.model_file)
+            raise ConflictError(f"file {file_id} is the model of a component and cannot be deleted.") from None
         transaction.on_commit(lambda: (file_objects_release(keys=[key]), _delete_thumbnails(file_id)))
 
 
@@ -308,6 +314,31 @@ def upload_tags_clean(tags) -> list[str]:
     if len(cleaned) > UPLOAD_TAGS_MAX:
         raise ValidationError({"tags": [f"At most {UPLOAD_TAGS_MAX} tags."]})
     return cleaned
+
+
+def file_store_model(*, content: bytes, original_name: str | None, created_by=None) -> File:
+    """Store an ONNX model file (files.onnx_models): checked with onnx.checker, its signature in
+    `metadata["onnx"]`. A model is not an image: no thumbnails. Raises ValidationError for bytes
+    that are not a valid ONNX model; nothing is stored then."""
+    from .onnx_models import MODEL_FORMAT, MODEL_MIME_TYPE, onnx_signature
+
+    signature = onnx_signature(content)
+    stream = io.BytesIO(content)
+    checksum, size = sha256_of(stream)
+    file_id = uuid.uuid4()
+    key = _save_object(object_key_for(file_id=file_id, extension=".onnx", prefix="models"), stream,
+                       content_type=MODEL_MIME_TYPE)
+    name = sanitize_file_name(original_name, fallback=f"{file_id.hex}.onnx")
+    if not name.lower().endswith(".onnx"):
+        name = f"{name}.onnx"
+    try:
+        with transaction.atomic():
+            return File.objects.create(id=file_id, original_name=name, mime_type=MODEL_MIME_TYPE, file_size=size,
+                                       storage_path=key, checksum=checksum, created_by=created_by,
+                                       metadata={"format": MODEL_FORMAT, "onnx": signature})
+    except Exception:
+        default_storage.delete(key)
+        raise
 
 
 def file_store_upload(*, upload, created_by, tags=None) -> File:

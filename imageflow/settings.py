@@ -400,6 +400,11 @@ ON_ITEM_ERROR_DEFAULT = env.str("ON_ITEM_ERROR_DEFAULT", "fail")
 STEP_CACHE_ENABLED = env.bool("STEP_CACHE_ENABLED", True)
 STEP_CACHE_MAX_BYTES = env.int("STEP_CACHE_MAX_BYTES", 10 * 1024 ** 3)
 STEP_CACHE_EVICT_INTERVAL_SECONDS = env.float("STEP_CACHE_EVICT_INTERVAL_SECONDS", 300.0)
+# ONNX components (executions/engine/runners/inference.py): how many models a worker process keeps
+# loaded (least recently used dropped), and the onnxruntime execution providers to use, in order of
+# preference; empty: a GPU provider when this onnxruntime build has one, then the CPU.
+ONNX_MODEL_CACHE_SIZE = env.int("ONNX_MODEL_CACHE_SIZE", 4)
+ONNX_EXECUTION_PROVIDERS = env.list("ONNX_EXECUTION_PROVIDERS", [])
 # Item progress events of one run are coalesced to at most this many per second (the last state
 # is always delivered).
 ITEM_EVENTS_PER_SECOND = env.float("ITEM_EVENTS_PER_SECOND", 4.0)

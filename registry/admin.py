@@ -82,9 +82,23 @@ def _finish_as_saved(obj, saved) -> None:
 # --- components ------------------------------------------------------------------------------
 
 class ComponentAdminForm(forms.ModelForm):
+    model_upload = forms.FileField(
+        required=False, label="Upload an ONNX model",
+        help_text="runner onnx: a .onnx file, checked with onnx.checker and stored as a file (or pick an uploaded "
+                  "model file above).")
+
     class Meta:
         model = Component
-        fields = services.COMPONENT_FIELDS + services.COMPONENT_CREATE_FIELDS
+        fields = services.COMPONENT_FIELDS + services.COMPONENT_CREATE_FIELDS + services.COMPONENT_MODEL_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "docker_image" in self.fields:
+            self.fields["docker_image"].required = False  # an onnx component's is made from its model
+        if "model_file" in self.fields:
+            from files.onnx_models import MODEL_MIME_TYPE
+
+            self.fields["model_file"].queryset = self.fields["model_file"].queryset.filter(mime_type=MODEL_MIME_TYPE)
 
     def clean(self):
         data = super().clean()
@@ -93,6 +107,20 @@ class ComponentAdminForm(forms.ModelForm):
                                                                      "resource_requirements")})
         except ValidationError as exc:
             add_errors(self, exc)
+        if self.instance._state.adding and data.get("runner") == Component.Runner.ONNX:
+            # The service's model checks, shown on the fields (save_model runs them again).
+            upload = data.get("model_upload")
+            try:
+                if upload is None and data.get("model_file") is None:
+                    raise ValidationError({"model_file": ["pick an ONNX model file or upload one."]})
+                services.component_model_check(
+                    content=upload.read() if upload is not None else None, model_file=data.get("model_file"),
+                    model_spec=data.get("model_spec"))
+            except ValidationError as exc:
+                add_errors(self, exc, fields={"model_file": "model_upload" if upload is not None else "model_file"})
+            finally:
+                if upload is not None:
+                    upload.seek(0)
         return data
 
     def _post_clean(self):
@@ -116,9 +144,35 @@ class ComponentAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
     date_hierarchy = "created_at"
 
     def get_readonly_fields(self, request, obj=None):
-        # Chosen when the component is made (registry.services.COMPONENT_CREATE_FIELDS).
+        # Chosen when the component is made (registry.services.COMPONENT_CREATE_FIELDS, _MODEL_FIELDS).
         readonly = tuple(super().get_readonly_fields(request, obj))
-        return readonly + services.COMPONENT_CREATE_FIELDS if obj is not None else readonly
+        if obj is None:
+            return readonly
+        fixed = services.COMPONENT_CREATE_FIELDS + services.COMPONENT_MODEL_FIELDS
+        return readonly + fixed + ("model_signature_pretty",)
+
+    def get_fields(self, request, obj=None):
+        fields = [f for f in super().get_fields(request, obj) if f != "model_signature_pretty"]
+        if obj is not None:
+            fields = [f for f in fields if f != "model_upload"]
+            if obj.runner == Component.Runner.ONNX:
+                fields.append("model_signature_pretty")
+        return fields
+
+    @admin.display(description="model signature")
+    def model_signature_pretty(self, obj):
+        return pretty_json(obj.model_signature)
+
+    def save_form(self, request, form, change):
+        # The model file is stored (and checked) before the component; a refused component then
+        # leaves the uploaded model as a file the staff user can reuse.
+        upload = form.cleaned_data.get("model_upload")
+        if upload is not None and not change:
+            from files.services import file_store_model
+
+            form.cleaned_data["model_file"] = file_store_model(content=upload.read(), original_name=upload.name,
+                                                               created_by=request.user)
+        return super().save_form(request, form, change)
 
     def save_model(self, request, obj, form, change):
         data = {key: form.cleaned_data.get(key) for key in services.COMPONENT_FIELDS}
@@ -126,7 +180,8 @@ class ComponentAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
             saved = services.component_update(component=Component.objects.get(pk=obj.pk), data=data)
         else:
             saved = services.component_create(
-                **data, **{key: form.cleaned_data[key] for key in services.COMPONENT_CREATE_FIELDS})
+                **data, **{key: form.cleaned_data[key] for key in services.COMPONENT_CREATE_FIELDS},
+                **{key: form.cleaned_data.get(key) for key in services.COMPONENT_MODEL_FIELDS})
         _finish_as_saved(obj, saved)
 
     def service_delete(self, request, obj):

@@ -16,6 +16,7 @@ class ComponentRunner(models.TextChoices):
     BUILTIN = "builtin", "Built-in (Pillow, in the worker)"
     CONTAINER = "container", "Container image (external process)"
     HTTP = "http", "HTTP agent/tool (POST to WORKFLOW_HTTP_RUNNER_URL)"
+    ONNX = "onnx", "ONNX model (onnxruntime, in the worker)"
 
 
 class ComponentKind(models.TextChoices):
@@ -60,6 +61,16 @@ class Component(TimestampedModel):
         default=False, db_default=False,
         help_text="The same inputs and parameters always give the same outputs, so results may be reused "
                   "from the step cache (built-ins are; external components say so themselves).")
+    # runner "onnx" (docs/components.md): the model (a File checked with onnx.checker), its
+    # signature as read from it, and the pre-/post-processing spec. Set when the component is made.
+    model_file = models.ForeignKey(
+        "files.File", on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The ONNX model of a runner=onnx component (uploaded with POST /api/v1/files/models/).")
+    model_signature = models.JSONField(
+        blank=True, null=True, help_text="The model's inputs and outputs (name, type, shape), read from the file.")
+    model_spec = models.JSONField(
+        blank=True, null=True, help_text="Pre- and post-processing of a runner=onnx component: input size, resize, "
+                                         "channels, layout, scaling, task (classify, detect, segment), labels.")
 
     class Meta:
         db_table = "components"

@@ -30,6 +30,8 @@ COMPONENT_FIELDS = ("name", "description", "docker_image", "version", "runner", 
 # may be reused follow from them, so steps already run and cached results would contradict a change.
 # Another behaviour is another version.
 COMPONENT_CREATE_FIELDS = ("kind", "deterministic")
+# An ONNX component's model and spec: fixed like kind, since cached results and past steps came from them.
+COMPONENT_MODEL_FIELDS = ("model_file", "model_spec")
 PIPELINE_METADATA_FIELDS = ("name", "description")
 
 
@@ -123,28 +125,98 @@ def _save_component(component: Component) -> Component:
     return component
 
 
-def component_create(*, name: str, version: str, docker_image: str, description: str | None = None,
+def _onnx_model(*, model_file, model_spec: Any, data: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    """An ONNX component's model fields and generated schemas: the file is read and checked with
+    onnx.checker, its signature stored, the spec checked against it and completed (defaults), and
+    the parameter and output schemas generated from the spec (given ones must agree)."""
+    from files.onnx_models import MODEL_MIME_TYPE, onnx_signature
+    from files.services import file_read_bytes
+
+    from .onnx_spec import model_spec_resolve, onnx_input_schema, onnx_output_schema
+
+    if model_file is None:
+        raise ValidationError({"model_file": ["an onnx component needs a model file (POST /api/v1/files/models/)."]})
+    if model_file.mime_type != MODEL_MIME_TYPE:
+        raise ValidationError({"model_file": [f"file {model_file.pk} is not an ONNX model ({model_file.mime_type})."]})
+    if model_spec is None:
+        raise ValidationError({"model_spec": ["an onnx component needs a spec: at least {\"task\": \"classify\"}."]})
+    if kind not in {None, ComponentKind.MAP}:
+        raise ValidationError({"kind": ["an onnx component is a map: each image is inferred on its own."]})
+    try:
+        signature = onnx_signature(file_read_bytes(model_file))
+    except ValidationError as exc:
+        raise ValidationError({"model_file": exc.messages}) from None
+    resolved = model_spec_resolve(model_spec, signature=signature)
+    generated = {"input_schema": onnx_input_schema(resolved), "output_schema": onnx_output_schema(resolved["task"])}
+    for key, value in generated.items():
+        if data.get(key) not in (None, value):
+            raise ValidationError({key: ["generated from model_spec for an onnx component: leave it out."]})
+    return {"model_file": model_file, "model_signature": signature, "model_spec": resolved,
+            "kind": ComponentKind.MAP, **generated}
+
+
+def component_model_check(*, model_spec: Any, content: bytes | None = None, model_file=None) -> dict[str, Any]:
+    """Check an ONNX model (bytes, or a stored model file) and a spec against it; returns the
+    completed spec. The admin's form runs it before anything is stored, so errors show on fields."""
+    from files.onnx_models import onnx_signature
+    from files.services import file_read_bytes
+
+    from .onnx_spec import model_spec_resolve
+
+    if model_spec is None:
+        raise ValidationError({"model_spec": ["an onnx component needs a spec: at least {\"task\": \"classify\"}."]})
+    try:
+        signature = onnx_signature(content if content is not None else file_read_bytes(model_file))
+    except ValidationError as exc:
+        raise ValidationError({"model_file": exc.messages}) from None
+    return model_spec_resolve(model_spec, signature=signature)
+
+
+def component_create(*, name: str, version: str, docker_image: str = "", description: str | None = None,
                      runner: str = Component.Runner.CONTAINER, input_schema: dict | None = None,
                      output_schema: dict | None = None, resource_requirements: dict | None = None,
-                     kind: str = ComponentKind.MERGE, deterministic: bool = False) -> Component:
+                     kind: str | None = None, deterministic: bool = False, model_file=None,
+                     model_spec: dict | None = None) -> Component:
+    """`kind` defaults to merge (map for onnx). An onnx component names its `model_file` and
+    `model_spec` (docs/components.md); its `docker_image` defaults to "onnx:<model checksum>"."""
     data = {"input_schema": input_schema, "output_schema": output_schema, "resource_requirements": resource_requirements}
     component_check(data=data)
+    model: dict[str, Any] = {}
+    if runner == Component.Runner.ONNX:
+        model = _onnx_model(model_file=model_file, model_spec=model_spec, data=data, kind=kind)
+        data.update({key: model.pop(key) for key in ("input_schema", "output_schema")})
+        kind = model.pop("kind")
+        docker_image = docker_image or f"onnx:{model_file.checksum}"
+    elif model_file is not None or model_spec is not None:
+        given = {"model_file": model_file, "model_spec": model_spec}
+        raise ValidationError({key: ["only an onnx component has a model."]
+                               for key, value in given.items() if value is not None})
     component = Component(name=name, version=version, docker_image=docker_image, description=description,
-                          runner=runner, kind=kind, deterministic=deterministic, **data)
+                          runner=runner, kind=kind or ComponentKind.MERGE, deterministic=deterministic, **data, **model)
     return _save_component(component)
 
 
 def component_update(*, component: Component, data: dict[str, Any]) -> Component:
     """Changes the fields of COMPONENT_FIELDS; `kind` and `deterministic` may be given only with
     the values the component has (a client sending back what it read)."""
-    changed = {key for key in COMPONENT_CREATE_FIELDS if key in data and data[key] != getattr(component, key)}
+    fixed = COMPONENT_CREATE_FIELDS + COMPONENT_MODEL_FIELDS
+    changed = {key for key in fixed if key in data and data[key] != getattr(component, key)}
     if changed:
         raise ValidationError({key: ["cannot be changed once the component exists: create a new version."]
                                for key in sorted(changed)})
-    data = {key: value for key, value in data.items() if key not in COMPONENT_CREATE_FIELDS}
+    data = {key: value for key, value in data.items() if key not in fixed}
     unknown = set(data) - set(COMPONENT_FIELDS)
     if unknown:
         raise ValidationError({key: ["cannot be changed."] for key in sorted(unknown)})
+    onnx = Component.Runner.ONNX
+    if "runner" in data and (data["runner"] == onnx) != (component.runner == onnx):
+        raise ValidationError({"runner": ["cannot be changed to or from onnx: create a new version."]})
+    if component.runner == onnx:
+        generated = {key for key in ("input_schema", "output_schema")
+                     if key in data and data[key] != getattr(component, key)}
+        if generated:
+            raise ValidationError({key: ["generated from model_spec for an onnx component: cannot be changed."]
+                                   for key in sorted(generated)})
     component_check(data=data)
     for key, value in data.items():
         setattr(component, key, value)

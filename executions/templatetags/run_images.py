@@ -31,6 +31,28 @@ class Shown:
     name: str
     url: str | None
     html: str
+    results: str = ""  # a line of the image's results (metadata["results"]: ONNX, privacy, annotate)
+
+
+def results_summary(results) -> str:
+    """One line of an image's results: top labels, detections or classes."""
+    if not isinstance(results, dict):
+        return ""
+
+    def named(entry) -> str:
+        label = entry.get("label") or (f"class {entry['class_id']}" if entry.get("class_id") is not None else "?")
+        score = entry.get("score")
+        return f"{label} {score:.2f}" if isinstance(score, (int, float)) else label
+
+    if isinstance(results.get("labels"), list):
+        return ", ".join(named(e) for e in results["labels"][:3])
+    if isinstance(results.get("detections"), list):
+        found = results["detections"]
+        return f"{len(found)} found" + (": " + ", ".join(named(e) for e in found[:3]) if found else "")
+    if isinstance(results.get("classes"), list):
+        return ", ".join(f"{e.get('label') or e.get('class_id')} {e.get('fraction', 0):.0%}"
+                         for e in results["classes"][:3])
+    return ""
 
 
 @dataclass
@@ -46,6 +68,8 @@ def _step_kind(step: ComponentExecution) -> str:
 
     if step.component.runner == ComponentRunner.BUILTIN and step.component.name in BUILTIN_OPERATIONS:
         return BUILTIN_OPERATIONS[step.component.name].kind
+    if step.component.runner == ComponentRunner.ONNX:  # one output image per input
+        return "map"
     return "other"
 
 
@@ -54,7 +78,8 @@ def _shown(files: dict[str, File], file_id: str) -> Shown:
     if file is None:  # deleted since the run
         return Shown(id=str(file_id), name=f"{file_id} (deleted)", url=None, html="")
     return Shown(id=str(file.pk), name=file.original_name or str(file.pk),
-                 url=reverse("admin:files_file_change", args=[file.pk]), html=thumbnail_html(file, size=THUMB_BOX))
+                 url=reverse("admin:files_file_change", args=[file.pk]), html=thumbnail_html(file, size=THUMB_BOX),
+                 results=results_summary(getattr(file, "results", None)))
 
 
 def _files_by_id(ids: set[str]) -> dict[str, File]:
@@ -66,7 +91,11 @@ def _files_by_id(ids: set[str]) -> dict[str, File]:
             valid.append(uuid.UUID(str(value)))
         except ValueError:
             continue
-    return {str(f.pk): f for f in File.objects.filter(pk__in=valid).only("id", "original_name", "thumbnails")}
+    from django.db.models.fields.json import KeyTransform
+
+    # Only the results of the metadata (not the EXIF): what a figure's caption says.
+    return {str(f.pk): f for f in File.objects.filter(pk__in=valid).only("id", "original_name", "thumbnails")
+            .annotate(results=KeyTransform("results", "metadata"))}
 
 
 def _ids(value) -> list[str]:

@@ -64,6 +64,26 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Destr
             discard_streamed_objects(handler)
         return Response(FileSerializer(stored, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(
+        request={"multipart/form-data": FileUploadSerializer},
+        responses={201: FileSerializer, **ERROR_RESPONSES(400, 413)},
+        summary="Upload an ONNX model (multipart field `file`) for an ONNX component",
+        description="Checks the bytes with onnx.checker and stores the model with its input/output signature in "
+                    "`metadata.onnx`; a component names it as `model_file` (docs/components.md). Bytes that are "
+                    "not a valid ONNX model are a 400.",
+    )
+    @action(detail=False, methods=["post"], url_path="models")
+    def models(self, request):
+        serializer = FileUploadSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        try:
+            stored = services.file_store_model(content=upload.read(), original_name=upload.name,
+                                               created_by=request.user)
+        except DjangoValidationError as exc:
+            raise DjangoValidationError({"file": exc.messages}) from None
+        return Response(FileSerializer(stored, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
     def destroy(self, request, *args, **kwargs):
         services.file_delete(file=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from files.models import File
 from imageflow.validators import validate_name
 from registry.models import Component, ComponentKind, Pipeline, PipelineVersion
 
@@ -22,11 +23,25 @@ class ComponentSerializer(serializers.ModelSerializer):
         help_text="The same inputs and parameters always give the same outputs, so results may be reused from "
                   "the step cache (default false). Set when the component is created, like kind.")
 
+    docker_image = serializers.CharField(
+        required=False, allow_blank=True, max_length=500,
+        help_text="The container image (runner container); an onnx component gets \"onnx:<model checksum>\".")
+    model_file = serializers.PrimaryKeyRelatedField(
+        queryset=File.objects.all(), required=False, allow_null=True,
+        help_text="runner onnx: the model, uploaded with POST /api/v1/files/models/. Set when the component is "
+                  "created, like kind.")
+    model_spec = serializers.JSONField(
+        required=False, allow_null=True,
+        help_text="runner onnx: pre- and post-processing (task, input size, resize, channels, layout, scaling, "
+                  "labels, thresholds; docs/components.md). Stored with its defaults filled in.")
+    model_signature = serializers.JSONField(read_only=True, help_text="The model's inputs and outputs, read from it.")
+
     class Meta:
         model = Component
         fields = ["id", "name", "version", "description", "docker_image", "runner", "input_schema", "output_schema",
-                  "resource_requirements", "kind", "deterministic", "created_at", "updated_at"]
-        read_only_fields = ["id", "created_at", "updated_at"]
+                  "resource_requirements", "kind", "deterministic", "model_file", "model_spec", "model_signature",
+                  "created_at", "updated_at"]
+        read_only_fields = ["id", "model_signature", "created_at", "updated_at"]
         # (name, version) uniqueness is checked by the service, answering with a field error.
         validators: list = []
 

@@ -60,8 +60,8 @@ def test_register_builtin_components_is_idempotent(db):
     Component.objects.filter(name="blur").update(description="changed")
     out = io.StringIO()
     call_command("register_builtin_components", stdout=out)
-    assert "0 created, 1 updated, 13 in all" in out.getvalue()
-    assert Component.objects.filter(runner="builtin", version="1.0.0").count() == 13
+    assert "0 created, 1 updated, 16 in all" in out.getvalue()
+    assert Component.objects.filter(runner="builtin", version="1.0.0").count() == 16
     assert Component.objects.get(name="blur").input_schema["properties"]["radius"]["default"] == 2
 
 

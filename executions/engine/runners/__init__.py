@@ -49,15 +49,17 @@ class StepContext:
         logs.emit(execution_id=self.step.execution_id, level=level, message=message, step_id=self.step.pk,
                   node_id=self.step.node_id, component=str(self.step.component), **extra)
 
-    def store_output(self, *, content: bytes, name: str, derived_from: list[File] | None = None) -> File:
+    def store_output(self, *, content: bytes, name: str, derived_from: list[File] | None = None,
+                     metadata: dict[str, Any] | None = None) -> File:
         """Store an output of this step. `derived_from`: the inputs it was made from (a map
         operation's one source); None: all the step's inputs, as a merge or an external component
-        that does not say is recorded."""
+        that does not say is recorded. `metadata`: more keys of the file's metadata (an image's
+        `results`: kept by the step cache with the output)."""
         from files.services import file_store_bytes
 
         stored = file_store_bytes(
             content=content, original_name=name, created_by_id=self.created_by_id, prefix="outputs",
-            extra_metadata={"execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
+            extra_metadata={**(metadata or {}), "execution_id": str(self.step.execution_id), "step_id": str(self.step.pk),
                             "node_id": self.step.node_id, "attempt": self.attempt,
                             **({"item": self.item.index} if self.item is not None else {})},
         )
@@ -99,4 +101,8 @@ def get_runner(component: Component) -> Runner:
         return BuiltinRunner()
     if component.runner == ComponentRunner.HTTP:
         return HttpRunner()
+    if component.runner == ComponentRunner.ONNX:
+        from executions.engine.runners.inference import OnnxRunner
+
+        return OnnxRunner()
     return ContainerRunner()

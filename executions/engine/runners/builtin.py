@@ -25,7 +25,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from PIL import Image, ImageColor, ImageFilter, ImageOps
 
 from executions.engine.errors import StepFailure
-from executions.engine.runners import RunResult, StepContext
+from executions.engine.runners import RunResult, StepContext, annotation, privacy
 from files.imaging import (
     OUTPUT_FORMATS,
     DecodedImage,
@@ -60,6 +60,10 @@ class Operation:
     # (parameters, input size as shown) -> the smallest size the operation needs, so a big JPEG
     # can be decoded already reduced (files.imaging.image_decode); None: the whole image.
     reduce_for: Callable[[dict, tuple[int, int]], tuple[int, int] | None] | None = None
+    # apply(image, parameters, source=<the input File>): for operations that read the input's
+    # metadata (annotate). An apply may return (image, results): the results (a JSON object) are
+    # stored in the output's metadata["results"] and reported as the step's data.
+    with_source: bool = False
 
 
 # Parameters every image operation takes (docs/images.md, "Orientation" and "Metadata policy").
@@ -241,6 +245,15 @@ BUILTIN_OPERATIONS: dict[str, Operation] = {op.name: op for op in [
     Operation("composite", "Blend the second input over the first (resized to the first's size).", _schema({
         "alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5}}), _composite,
         kind="merge", min_inputs=2, max_inputs=2),
+    # Privacy filters (executions/engine/runners/privacy.py) and drawing results (annotation.py).
+    Operation("anonymize_faces", "Find faces (OpenCV's bundled Haar cascade) and blur or pixelate them; the "
+              "regions are reported in the output's metadata.", _schema(privacy.privacy_properties(
+                  min_size=24, min_neighbors=5)), privacy.anonymize_faces),
+    Operation("anonymize_plates", "Find licence plates (OpenCV's bundled Haar cascade) and blur or pixelate them; "
+              "the regions are reported in the output's metadata.", _schema(privacy.privacy_properties(
+                  min_size=40, min_neighbors=5)), privacy.anonymize_plates),
+    Operation("annotate", "Draw the results the input image carries (boxes, labels, classes of an upstream ONNX "
+              "or privacy step).", _schema({}), annotation.annotate, with_source=True),
     Operation("passthrough", "Pass the inputs on unchanged, optionally after a pause (demos, benchmarks).", _schema({
         "sleep_seconds": {"type": "number", "minimum": 0, "maximum": 3600, "default": 0}}, image=False),
         lambda images, p: None, kind="passthrough", min_inputs=0),
@@ -330,10 +343,15 @@ class BuiltinRunner:
             decoded = _open(file_read_bytes(source), source.original_name or str(source.id), operation, params)
             decodes.append(1)
             image = decoded.image
-            result = operation.apply(image, params)
+            result = operation.apply(image, params, source=source) if operation.with_source else operation.apply(
+                image, params)
+            results = None
+            if isinstance(result, tuple):
+                result, results = result
             content, extension = _encode(result, source=decoded, parameters=params, operation=name)
-            stored = context.store_output(content=content, name=context.output_name(source, extension),
-                                          derived_from=[source])
+            stored = context.store_output(
+                content=content, name=context.output_name(source, extension), derived_from=[source],
+                metadata=None if results is None else {"results": {**results, "source": str(source.id)}})
             context.log("info", f"{name}: {source.original_name} {decoded.stored_size[0]}x{decoded.stored_size[1]} "
                                 f"orientation {decoded.orientation}, decoded {image.width}x{image.height} "
                                 f"{image.mode} -> {result.width}x{result.height} {result.mode}")
@@ -385,5 +403,9 @@ class BuiltinRunner:
                 outputs = self._map(operation, context, pool_cpu, decodes)
         except OperationError as exc:
             raise StepFailure(f"{name}: {exc}") from exc
-        return RunResult(outputs=outputs, metrics={"images": len(outputs), "decoded": len(decodes)},
-                         child_cpu_seconds=sum(pool_cpu))
+        metrics = {"images": len(outputs), "decoded": len(decodes)}
+        reported = [output.metadata["results"] for output in outputs if "results" in (output.metadata or {})]
+        if reported:  # per-image results (privacy filters, annotate): kept in the item's metrics too
+            metrics["results"] = reported
+        return RunResult(outputs=outputs, metrics=metrics, child_cpu_seconds=sum(pool_cpu),
+                         data=reported or None)
