@@ -392,6 +392,9 @@ ITEM_DRAIN_SLICE_SECONDS = env.float("ITEM_DRAIN_SLICE_SECONDS", 10.0)
 # with `-Q <queue>` take them (docs/deployment.md). "gpu=gpu,highmem=highmem"; "gpu=" routes nothing.
 STEP_QUEUE_ROUTES = env.dict("STEP_QUEUE_ROUTES", {"gpu": "gpu", "highmem": "highmem"})
 STEP_HIGHMEM_BYTES = env.int("STEP_HIGHMEM_BYTES", 4 * 1024 ** 3)
+# A component asking for at least this many cores goes to STEP_QUEUE_ROUTES["highcpu"], when that
+# route is set ("gpu=gpu,highmem=highmem,highcpu=highcpu"); it is not by default.
+STEP_HIGHCPU_CORES = env.float("STEP_HIGHCPU_CORES", 8.0)
 # What a failed item does to its run, unless the pipeline or the run says: fail (the run fails)
 # or continue (the item's downstream items are skipped, the rest finish).
 ON_ITEM_ERROR_DEFAULT = env.str("ON_ITEM_ERROR_DEFAULT", "fail")

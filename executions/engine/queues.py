@@ -2,8 +2,10 @@
 requirements, so that only suitably equipped workers take it (`celery worker -Q gpu`).
 
 A component asking for a GPU (`"gpu": 1` or more) goes to STEP_QUEUE_ROUTES["gpu"], one asking for
-at least STEP_HIGHMEM_BYTES of memory (`"memory": "8Gi"`) to STEP_QUEUE_ROUTES["highmem"]; any
-other to the default queue (CELERY_TASK_DEFAULT_QUEUE). The queue is chosen when a run starts
+at least STEP_HIGHMEM_BYTES of memory (`"memory": "8Gi"`) to STEP_QUEUE_ROUTES["highmem"], one
+asking for at least STEP_HIGHCPU_CORES cores (`"cpu": 8`) to STEP_QUEUE_ROUTES["highcpu"] (no such
+route by default: most hosts have the cores a step asks for); any other to the default queue
+(CELERY_TASK_DEFAULT_QUEUE). The first that applies wins, in that order. The queue is chosen when a run starts
 and kept in each step's `input_data["queue"]`.
 """
 
@@ -40,4 +42,20 @@ def component_queue(component) -> str | None:
     memory = memory_bytes(needs.get("memory"))
     if memory is not None and memory >= settings.STEP_HIGHMEM_BYTES and routes.get("highmem"):
         return routes["highmem"]
+    cpu = cpu_cores(needs.get("cpu"))
+    if cpu is not None and cpu >= settings.STEP_HIGHCPU_CORES and routes.get("highcpu"):
+        return routes["highcpu"]
     return None
+
+
+def cpu_cores(value) -> float | None:
+    """2, 0.5, '4' or '500m' (Kubernetes millicores) -> cores; None if unreadable."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value or "").strip()
+    try:
+        return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        return None

@@ -233,3 +233,24 @@ def test_a_gpu_step_with_no_gpu_worker_is_reported_in_the_api_the_admin_and_the_
         import redis
 
         redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(presence_key())
+
+
+# --- routing by cpu ------------------------------------------------------------------------------------
+
+def test_routing_takes_gpu_then_memory_then_cores_and_cpu_only_where_a_route_is_set(settings):
+    from executions.engine.queues import component_queue, cpu_cores
+
+    settings.STEP_QUEUE_ROUTES = {"gpu": "q-gpu", "highmem": "q-mem", "highcpu": "q-cpu"}
+    settings.STEP_HIGHMEM_BYTES, settings.STEP_HIGHCPU_CORES = 4 * 1024 ** 3, 8
+
+    def queue(**needs):
+        return component_queue(Component(name="c", version="1", resource_requirements=needs))
+
+    assert queue(gpu=1, memory="16Gi", cpu=16) == "q-gpu"
+    assert queue(memory="16Gi", cpu=16) == "q-mem"
+    assert queue(memory="1Gi", cpu=16) == "q-cpu" and queue(cpu="8000m") == "q-cpu"
+    assert queue(cpu=7.5) is None and queue(cpu="lots") is None and queue() is None
+    assert (cpu_cores("500m"), cpu_cores(2), cpu_cores(True)) == (0.5, 2.0, None)
+    # the default routes have no highcpu: a many-core component stays on the default queue
+    settings.STEP_QUEUE_ROUTES = {"gpu": "q-gpu", "highmem": "q-mem"}
+    assert queue(cpu=64) is None
