@@ -412,8 +412,9 @@ ONNX_EXECUTION_PROVIDERS = env.list("ONNX_EXECUTION_PROVIDERS", [])
 # is always delivered).
 ITEM_EVENTS_PER_SECOND = env.float("ITEM_EVENTS_PER_SECOND", 4.0)
 # How a `runner="container"` component is started: {image} is the component's docker_image,
-# {output_dir} the step's output directory (mounted at the same path in the container).
-CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i -v {output_dir}:{output_dir} {image}")
+# {output_dir} the step's output directory (mounted at the same path in the container),
+# {memory_bytes} the component's memory limit (0: none; docker's --memory 0 is no limit).
+CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i --memory {memory_bytes} -v {output_dir}:{output_dir} {image}")
 # Celery's Django fixup closes the database connection before and after every task unless this
 # is set (then only every 2*Nth); engine tasks call close_old_connections() themselves, which
 # applies CONN_MAX_AGE and the health check. scripts/run.sh sets 1000 for its worker; it stays off

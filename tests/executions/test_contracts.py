@@ -254,3 +254,15 @@ def test_routing_takes_gpu_then_memory_then_cores_and_cpu_only_where_a_route_is_
     # the default routes have no highcpu: a many-core component stays on the default queue
     settings.STEP_QUEUE_ROUTES = {"gpu": "q-gpu", "highmem": "q-mem"}
     assert queue(cpu=64) is None
+
+
+def test_the_default_template_hands_the_memory_limit_to_docker(settings):
+    from executions.engine.runners.container import build_command, memory_limit
+
+    # (the setting as imageflow/settings.py defaults it)
+    limited = Component(name="c", version="1", resource_requirements={"memory": "200Mi"})
+    unlimited = Component(name="c", version="1", resource_requirements={"cpu": 1})
+    assert build_command(image="ex/a:1", output_dir="/tmp/o", memory=memory_limit(limited)) == [
+        "docker", "run", "--rm", "-i", "--memory", "209715200", "-v", "/tmp/o:/tmp/o", "ex/a:1"]
+    assert build_command(image="ex/a:1", output_dir="/tmp/o", memory=memory_limit(unlimited))[4:6] == [
+        "--memory", "0"]

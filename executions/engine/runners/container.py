@@ -2,7 +2,8 @@
 
 The command is `settings.CONTAINER_COMMAND_TEMPLATE` (split like a shell line; `{image}` is the
 component's docker_image, `{output_dir}` the step's output directory), for example
-`docker run --rm -i -v {output_dir}:{output_dir} {image}`.
+`docker run --rm -i --memory {memory_bytes} -v {output_dir}:{output_dir} {image}`
+(`{memory_bytes}`: the memory limit of the component, 0 when it has none).
 
 Contract "imageflow.step/1" (README: "External components"):
 
@@ -31,7 +32,8 @@ records ("ERROR: ", "WARNING: ", "DEBUG: " prefixes set the level). Exit status 
 Resources (the component's `resource_requirements`): `memory` ("512Mi") limits the process's
 address space (RLIMIT_AS, set in the child before it starts; a template that passes
 `{memory_bytes}` to a container engine, e.g. `docker run --memory {memory_bytes}`, gets the limit
-there instead, enforced by its cgroup, and no rlimit on the engine's client); `gpu` (n > 0) gives it
+there instead, enforced by its cgroup, and no rlimit on the engine's client: the default template
+does so, since an address-space limit on the docker client would limit the client, not the container); `gpu` (n > 0) gives it
 the first n of WORKER_GPU_DEVICES in CUDA_VISIBLE_DEVICES (docker needs `-e CUDA_VISIBLE_DEVICES`
 and `--gpus all` in the template to pass it on); a component without `gpu` gets an empty one on a
 worker with WORKER_GPU_DEVICES, so it cannot take a device a GPU step was given.
