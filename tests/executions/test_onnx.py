@@ -318,3 +318,36 @@ def test_a_gpu_execution_provider_is_used_where_the_worker_has_one(settings, mon
                                                "CPUExecutionProvider"]
     settings.ONNX_EXECUTION_PROVIDERS = ["CUDAExecutionProvider", "ROCMExecutionProvider"]  # ROCm: not in this build
     assert inference.execution_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.worker
+def test_each_worker_process_loads_the_model_once(transactional_db, engine_settings, staff_user, user, png_file,
+                                                   pipeline_of):
+    from executions.log_models import ExecutionLogRecord
+    from executions.models import PipelineExecution
+    from tests.executions.conftest import ProcessWorker, _purge_queue
+
+    component = component_create(
+        name="tiny-classifier", version="1.0.0", runner="onnx", model_spec={"task": "classify"},
+        model_file=file_store_model(content=tiny_models.classifier(), original_name="clf.onnx", created_by=staff_user))
+    pipeline = pipeline_of([node("model", component.name)])
+    images = [png_file(16 + i, 16) for i in range(8)]
+    _purge_queue()
+    worker = ProcessWorker(concurrency=2, extra_env={"STEP_ITEM_BATCH": "1", "STEP_CACHE_ENABLED": "false"})
+    try:
+        runs = []
+        for _ in range(2):
+            run = execution_start(pipeline=pipeline, inputs=[f.id for f in images], user=user)
+            run = wait_finished(PipelineExecution.objects.get(pk=run.pk), timeout=120)
+            assert run.status == ExecutionStatus.COMPLETED, run.error_message
+            runs.append(run)
+    finally:
+        worker.stop()
+        _purge_queue()
+    # 16 items on two pool processes: each process that ran any loaded the model once, on its first item
+    ran_on = {int(w.rsplit(":", 1)[1]) for w in StepItem.objects.filter(execution__in=runs).values_list(
+        "worker", flat=True)}
+    loads = list(ExecutionLogRecord.objects.filter(execution__in=runs, extra__event="model_loaded")
+                 .values_list("extra__pid", flat=True))
+    assert sorted(loads) == sorted(ran_on) and 1 <= len(loads) <= 2
+    assert all(len(run.steps.get().output_data["data"]) == 8 for run in runs)

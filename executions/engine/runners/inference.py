@@ -53,8 +53,9 @@ def execution_providers() -> list[str]:
     return [*chosen, "CPUExecutionProvider"] if "CPUExecutionProvider" not in chosen else chosen
 
 
-def model_session(model_file) -> Any:
-    """The process's InferenceSession of the model (loaded on first use; LRU)."""
+def model_session(model_file) -> tuple[Any, float | None]:
+    """The process's InferenceSession of the model (loaded on first use; LRU), and the seconds
+    the load took when this call loaded it (None: it was loaded already)."""
     global _sessions_pid, load_count
     import onnxruntime
 
@@ -68,7 +69,8 @@ def model_session(model_file) -> Any:
         session = _sessions.get(key)
         if session is not None:
             _sessions.move_to_end(key)
-            return session
+            return session, None
+    started = time.perf_counter()
     content = file_read_bytes(model_file)  # outside the lock: another model may be served meanwhile
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
@@ -79,7 +81,7 @@ def model_session(model_file) -> Any:
         _sessions.move_to_end(key)
         while len(_sessions) > max(1, settings.ONNX_MODEL_CACHE_SIZE):
             _sessions.popitem(last=False)
-    return session
+    return session, time.perf_counter() - started
 
 
 def sessions_clear() -> None:
@@ -289,7 +291,12 @@ class OnnxRunner:
         spec = component.model_spec
         task = spec["task"]
         params = context.parameters
-        session = model_session(component.model_file)
+        session, load_seconds = model_session(component.model_file)
+        if load_seconds is not None:
+            providers = session.get_providers()
+            context.log("info", f"{component.name}: model {component.model_file.original_name} loaded in "
+                                f"{load_seconds * 1000:.0f} ms ({', '.join(providers)}), pid {os.getpid()}",
+                        event="model_loaded", pid=os.getpid(), providers=providers)
         input_name = spec["input"]["name"]
         validator = Draft202012Validator(component.output_schema or {})
         outputs, reported = [], []
