@@ -33,10 +33,19 @@ def presence_key() -> str:
     return f"{settings.CELERY_TASK_DEFAULT_QUEUE}:workers"
 
 
+_clients: dict[str, object] = {}
+_clients_lock = threading.Lock()
+
+
 def _client():
+    """One client (a connection pool) per broker URL and process: a status poll reads through it."""
     import redis
 
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_connect_timeout=2, socket_timeout=2)
+    url = settings.CELERY_BROKER_URL
+    with _clients_lock:
+        if url not in _clients:
+            _clients[url] = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        return _clients[url]
 
 
 def _member(worker: str, queues) -> str:
@@ -64,13 +73,10 @@ def live_queues() -> dict[str, int] | None:
     import redis
 
     cutoff = time.time() - _GONE_AFTER_INTERVALS * settings.WORKER_PRESENCE_SECONDS
-    client = _client()
     try:
-        members = client.zrangebyscore(presence_key(), cutoff, "+inf")
+        members = _client().zrangebyscore(presence_key(), cutoff, "+inf")
     except redis.RedisError:
         return None
-    finally:
-        client.close()
     if not members:
         return None
     counts: dict[str, int] = {}
