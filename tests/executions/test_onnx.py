@@ -199,6 +199,20 @@ def test_segment_gives_the_mask_the_model_is_built_to_give(onnx_component, pipel
     assert mask.getpixel((3, 3)) == 1 and mask.getpixel((20, 3)) == 0
 
 
+def test_the_results_are_checked_against_the_output_schema(onnx_component, pipeline_of, png_file, user):
+    component = onnx_component("tiny-classifier", tiny_models.classifier(), {"task": "classify"})
+    schema = component.output_schema
+    schema["properties"]["data"]["items"]["properties"]["labels"]["maxItems"] = 1  # a stricter contract
+    Component.objects.filter(pk=component.pk).update(output_schema=schema)
+    execution = execution_start(pipeline=pipeline_of([node("model", component.name, top_k=2)]),
+                                inputs=[png_file().id], user=user)
+    step = execution.steps.get()
+    run_here(step)
+    step.refresh_from_db()
+    assert step.status == StepStatus.FAILED
+    assert "does not match its output_schema at data[0].labels" in step.error_message
+
+
 def test_a_model_is_loaded_once_per_process_and_kept_in_an_lru(onnx_component, pipeline_of, png_file, user,
                                                                 settings):
     settings.STEP_ITEM_BATCH = 1
