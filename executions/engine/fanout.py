@@ -129,8 +129,12 @@ def step_items_start(step_id) -> str:
         if step.execution.status not in {ExecutionStatus.PENDING, ExecutionStatus.RUNNING}:
             return f"execution {step.execution.status}"
         if step.item_count is not None:
-            if step.status in {StepStatus.PENDING, StepStatus.RUNNING}:
-                drains_send_on_commit(step.execution_id, queue=step_queue(step))
+            # A redelivery, the sweep, or the step task of a streaming step (its parent finished):
+            # drains for the items ready now, no more (an idle drain is a message in the queue).
+            ready = len(StepItem.objects.filter(step_id=step.pk, status=StepStatus.PENDING, waiting=0)
+                        .values_list("id", flat=True)[:settings.ITEM_DRAINS_PER_RUN])
+            if ready and step.status in {StepStatus.PENDING, StepStatus.RUNNING}:
+                drains_send_on_commit(step.execution_id, ready, queue=step_queue(step))
             return "items exist"
         if (step.input_data.get("items") or {}).get("streams_from"):
             return "streams from its parent"  # its items are made by the head of its chain

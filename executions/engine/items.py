@@ -67,7 +67,9 @@ def items_drain(*, execution_id, queue: str | None = None) -> str:
     ran = 0
     while True:
         if time.monotonic() >= deadline:
-            drains_send(execution_id, 1, queue=queue)  # the rest after the other runs' waiting messages
+            if StepItem.objects.filter(execution_id=execution_id, step_id__in=steps, status=StepStatus.PENDING,
+                                       waiting=0).exists():
+                drains_send(execution_id, 1, queue=queue)  # the rest after the other runs' waiting messages
             return f"{ran} items; slice over"
         claim = item_statements.item_claim(execution_id=execution_id, now=timezone.now(), worker=worker_id(),
                                            steps=steps)
