@@ -1,5 +1,5 @@
-"""Triggers and webhooks in the admin (docs/automation.md): subscriptions and triggers are edited
-through their services (the forms run the services' checks, so a refusal is a form error); the
+"""Triggers, schedules and webhooks in the admin (docs/automation.md): subscriptions, triggers and
+schedules are edited through their services (the forms run the services' checks, so a refusal is a form error); the
 delivery log is read-only, with a "Redeliver" action that calls webhooks.webhook_redeliver."""
 
 from __future__ import annotations
@@ -11,8 +11,16 @@ from django.core.exceptions import ValidationError
 from imageflow.admin_utils import ImageFlowModelAdmin, ReadOnlyAdminMixin, ServiceDeleteMixin, pretty_json
 from imageflow.exceptions import DagValidationError
 
-from . import triggers, webhooks
-from .automation_models import Trigger, TriggerFile, WebhookAttempt, WebhookDelivery, WebhookEvent, WebhookSubscription
+from . import schedules, triggers, webhooks
+from .automation_models import (
+    PipelineSchedule,
+    Trigger,
+    TriggerFile,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookEvent,
+    WebhookSubscription,
+)
 
 
 class _RequestForm(forms.ModelForm):
@@ -170,3 +178,52 @@ class TriggerFileAdmin(ReadOnlyAdminMixin, ImageFlowModelAdmin):
     list_display = ("file", "trigger", "status", "execution", "created_at")
     list_filter = ("status",)
     raw_id_fields = ("file", "execution")
+
+
+class ScheduleForm(_RequestForm):
+    class Meta:
+        model = PipelineSchedule
+        fields = list(schedules.SCHEDULE_FIELDS)
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        candidate = PipelineSchedule(created_by=self.request_user,
+                                     **{k: data.get(k) for k in schedules.SCHEDULE_FIELDS if k in data})
+        try:
+            schedules.schedule_check(candidate, user=self.request_user)
+        except ValidationError as exc:
+            self._add_errors(exc)
+        except DagValidationError as exc:
+            self.add_error("parameters", str(exc))
+        return data
+
+
+@admin.register(PipelineSchedule)
+class PipelineScheduleAdmin(ServiceDeleteMixin, ImageFlowModelAdmin):
+    form = ScheduleForm
+    list_display = ("name", "pipeline", "cron", "timezone", "catch_up", "active", "next_run_at", "last_run_at",
+                    "created_by")
+    list_filter = ("active", "catch_up")
+    search_fields = ("name",)
+    raw_id_fields = ("pipeline",)
+    readonly_fields = ("next_run_at", "last_run_at", "last_execution", "last_error")
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.request_user = request.user
+        return form
+
+    def save_model(self, request, obj, form, change):
+        data = {key: form.cleaned_data.get(key) for key in schedules.SCHEDULE_FIELDS if key in form.cleaned_data}
+        if change:
+            saved = schedules.schedule_update(schedule=PipelineSchedule.objects.get(pk=obj.pk), user=request.user,
+                                              data=data)
+        else:
+            saved = schedules.schedule_create(user=request.user, **data)
+        obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def service_delete(self, request, obj) -> None:
+        schedules.schedule_delete(schedule=obj)

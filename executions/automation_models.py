@@ -91,6 +91,48 @@ class TriggerFile(models.Model):
         return f"{self.file_id} for trigger {self.trigger_id} ({self.status})"
 
 
+# --- schedules -----------------------------------------------------------------------------------
+
+class CatchUp(models.TextChoices):
+    LATEST = "latest", "Run the latest missed occurrence once"
+    ALL = "all", "Run every missed occurrence (up to SCHEDULE_CATCH_UP_MAX)"
+    NONE = "none", "Skip missed occurrences"
+
+
+class PipelineSchedule(TimestampedModel):
+    """Run `pipeline` on `inputs` at every occurrence of a cron expression in a time zone
+    (executions/schedules.py). Each occurrence starts at most one run: the run's idempotency key
+    names the schedule and the occurrence. `next_run_at` is the next occurrence not yet handled."""
+
+    name = models.CharField(max_length=255)
+    pipeline = models.ForeignKey("registry.Pipeline", on_delete=models.CASCADE, related_name="schedules")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, db_column="created_by",
+                                   related_name="pipeline_schedules")
+    cron = models.CharField(max_length=100, help_text="Five fields: minute hour day-of-month month day-of-week.")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="An IANA zone: Europe/Paris.")
+    inputs = models.JSONField(default=list, blank=True, help_text="The file ids every run takes.")
+    parameters = models.JSONField(default=dict, blank=True, help_text="Per-run parameter overrides.")
+    catch_up = models.CharField(max_length=10, choices=CatchUp.choices, default=CatchUp.LATEST,
+                                help_text="What a tick does with occurrences it missed (beat down, schedule paused).")
+    active = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True, help_text="The occurrence of the last run started.")
+    last_execution = models.ForeignKey("executions.PipelineExecution", on_delete=models.SET_NULL, null=True,
+                                       blank=True, related_name="+")
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        db_table = "pipeline_schedules"
+        ordering = ["next_run_at"]
+        constraints = [choices_check(field="catch_up", choices=CatchUp, name="pipeline_schedules_catch_up_valid")]
+        indexes = [models.Index(fields=["next_run_at"], condition=models.Q(active=True),
+                                name="pipeline_schedules_due_idx"),
+                   models.Index(fields=["created_by"], name="pipeline_schedules_owner_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron} {self.timezone})"
+
+
 # --- webhooks ------------------------------------------------------------------------------------
 
 class WebhookEvent(models.TextChoices):

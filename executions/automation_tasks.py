@@ -37,3 +37,11 @@ def triggers_sweep() -> int:
     from executions import triggers
 
     return triggers.triggers_sweep()
+
+
+@shared_task(name="executions.automation_tasks.schedules_tick", ignore_result=True)
+def schedules_tick() -> dict:
+    """Beat, every SCHEDULE_TICK_SECONDS: the runs of due schedule occurrences (executions/schedules.py)."""
+    from executions import schedules
+
+    return schedules.schedules_tick()

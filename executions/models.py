@@ -314,7 +314,9 @@ class StepCacheCounter(models.Model):
 
 from executions.log_models import ExecutionLogRecord, LogLevel  # noqa: E402,F401  (durable log buffer)
 from executions.automation_models import (  # noqa: E402,F401  (triggers and webhooks: docs/automation.md)
+    CatchUp,
     DeliveryStatus,
+    PipelineSchedule,
     Trigger,
     TriggerFile,
     TriggerFileStatus,

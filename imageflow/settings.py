@@ -474,6 +474,15 @@ TRIGGER_SWEEP_INTERVAL_SECONDS = env.float("TRIGGER_SWEEP_INTERVAL_SECONDS", 10.
 OBJECT_EVENTS_TOKEN = env.str("OBJECT_EVENTS_TOKEN", "")
 OBJECT_EVENTS_BUCKET = env.str("OBJECT_EVENTS_BUCKET", S3_BUCKET)
 OBJECT_EVENTS_PREFIX = env.str("OBJECT_EVENTS_PREFIX", "inbox/")
+# Schedules (cron in a time zone per pipeline): beat looks for due occurrences this often; a
+# schedule with catch_up "all" starts at most SCHEDULE_CATCH_UP_MAX missed occurrences (the latest).
+SCHEDULE_TICK_SECONDS = env.float("SCHEDULE_TICK_SECONDS", 15.0)
+SCHEDULE_CATCH_UP_MAX = env.int("SCHEDULE_CATCH_UP_MAX", 24)
+CELERY_BEAT_SCHEDULE["executions-schedules-tick"] = {
+    "task": "executions.automation_tasks.schedules_tick",
+    "schedule": SCHEDULE_TICK_SECONDS,
+    "options": {"expires": SCHEDULE_TICK_SECONDS},
+}
 CELERY_BEAT_SCHEDULE["executions-webhook-deliveries-sweep"] = {
     "task": "executions.automation_tasks.webhook_deliveries_sweep",
     "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,

@@ -1,6 +1,6 @@
-"""The API of triggers and webhooks (docs/automation.md): thin views over executions/triggers.py
-and executions/webhooks.py, scoped like every owned row (a user's own, their organizations',
-staff all; anybody else's is a 404)."""
+"""The API of triggers, schedules and webhooks (docs/automation.md): thin views over
+executions/triggers.py, executions/schedules.py and executions/webhooks.py, scoped like every
+owned row (a user's own, their organizations', staff all; anybody else's is a 404)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 
-from executions import triggers, webhooks
+from executions import schedules, triggers, webhooks
 from executions.automation_models import (
+    CatchUp,
     DeliveryStatus,
+    PipelineSchedule,
     Trigger,
     WebhookAttempt,
     WebhookDelivery,
@@ -20,6 +22,7 @@ from executions.automation_models import (
     WebhookSubscription,
 )
 from imageflow.api.mixins import OwnedQuerysetMixin
+from imageflow.api.parsers import DepthLimitedJSONParser
 from imageflow.api.ownership import scope_to_user
 from imageflow.api.permissions import IsOwnerOrStaff
 from imageflow.api.schema import ERROR_RESPONSES
@@ -112,6 +115,7 @@ _CRUD_SCHEMA = dict(
 class WebhookSubscriptionViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     """Where run events are POSTed, signed (docs/automation.md#webhooks)."""
 
+    parser_classes = [DepthLimitedJSONParser]  # JSON bodies only
     serializer_class = WebhookSubscriptionSerializer
     permission_classes = [IsAuthenticated, IsOwnerOrStaff]
     queryset = WebhookSubscription.objects.all()
@@ -179,6 +183,7 @@ class WebhookDeliveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
 class TriggerViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
     """Run a pipeline on uploads that match a rule (docs/automation.md#triggers)."""
 
+    parser_classes = [DepthLimitedJSONParser]  # JSON bodies only
     serializer_class = TriggerSerializer
     permission_classes = [IsAuthenticated, IsOwnerOrStaff]
     queryset = Trigger.objects.all()
@@ -198,4 +203,55 @@ class TriggerViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
 
     def destroy(self, request, *args, **kwargs):
         triggers.trigger_delete(trigger=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    pipeline = serializers.PrimaryKeyRelatedField(queryset=Pipeline.objects.all())
+    inputs = serializers.ListField(child=serializers.UUIDField(), allow_empty=False, max_length=100)
+    parameters = serializers.JSONField(required=False, help_text="Per-run parameter overrides {node_id: {...}}.")
+    catch_up = serializers.ChoiceField(choices=CatchUp.choices, required=False)
+    created_by = serializers.UUIDField(source="created_by_id", read_only=True)
+    last_execution = serializers.UUIDField(source="last_execution_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = PipelineSchedule
+        fields = ["id", "name", "pipeline", "cron", "timezone", "inputs", "parameters", "catch_up", "active",
+                  "next_run_at", "last_run_at", "last_execution", "last_error", "created_by", "created_at",
+                  "updated_at"]
+        read_only_fields = ["id", "next_run_at", "last_run_at", "last_execution", "last_error", "created_by",
+                            "created_at", "updated_at"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary="Schedules: pipelines run at the occurrences of a cron expression"),
+    create=extend_schema(responses={201: ScheduleSerializer, **ERROR_RESPONSES(400)}),
+    update=extend_schema(responses={200: ScheduleSerializer, **ERROR_RESPONSES(400, 404)}),
+    partial_update=extend_schema(responses={200: ScheduleSerializer, **ERROR_RESPONSES(400, 404)}),
+    destroy=extend_schema(responses={204: None, **ERROR_RESPONSES(404)}),
+)
+class ScheduleViewSet(OwnedQuerysetMixin, viewsets.ModelViewSet):
+    """Run a pipeline on its inputs at every occurrence of a cron expression in a time zone
+    (docs/automation.md#schedules)."""
+
+    parser_classes = [DepthLimitedJSONParser]  # JSON bodies only
+    serializer_class = ScheduleSerializer
+    permission_classes = [IsAuthenticated, IsOwnerOrStaff]
+    queryset = PipelineSchedule.objects.all()
+
+    def create(self, request, *args, **kwargs):
+        serializer = ScheduleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        schedule = schedules.schedule_create(user=request.user, **serializer.validated_data)
+        return Response(ScheduleSerializer(schedule).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        schedule = self.get_object()
+        serializer = ScheduleSerializer(schedule, data=request.data, partial=kwargs.get("partial", False))
+        serializer.is_valid(raise_exception=True)
+        schedule = schedules.schedule_update(schedule=schedule, user=request.user, data=serializer.validated_data)
+        return Response(ScheduleSerializer(schedule).data)
+
+    def destroy(self, request, *args, **kwargs):
+        schedules.schedule_delete(schedule=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)

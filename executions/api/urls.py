@@ -1,7 +1,7 @@
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from .automation import TriggerViewSet, WebhookDeliveryViewSet, WebhookSubscriptionViewSet
+from .automation import ScheduleViewSet, TriggerViewSet, WebhookDeliveryViewSet, WebhookSubscriptionViewSet
 from .cache_views import StepCacheStatsView
 from .lineage import FileLineageView
 from .views import ExecutionViewSet, PipelineRunView
@@ -11,6 +11,7 @@ router.register("executions", ExecutionViewSet, basename="execution")
 router.register("webhooks", WebhookSubscriptionViewSet, basename="webhook")
 router.register("webhook-deliveries", WebhookDeliveryViewSet, basename="webhook-delivery")
 router.register("triggers", TriggerViewSet, basename="trigger")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 urlpatterns = [
     path("pipelines/<uuid:pk>/run/", PipelineRunView.as_view(), name="pipeline-run"),

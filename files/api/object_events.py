@@ -14,7 +14,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from files.object_events import object_events_token_valid, object_records, object_register
+from imageflow.api.parsers import DepthLimitedJSONParser
 from imageflow.api.schema import ERROR_RESPONSES
+
+
+class SnsJSONParser(DepthLimitedJSONParser):
+    """AWS SNS posts its JSON envelope as text/plain."""
+
+    media_type = "text/plain"
 
 
 class ObjectEventResultSerializer(serializers.Serializer):
@@ -30,6 +37,7 @@ class ObjectEventsAnswerSerializer(serializers.Serializer):
 class ObjectEventsView(APIView):
     authentication_classes: list = []  # the shared token is the credential (checked below)
     permission_classes = [AllowAny]
+    parser_classes = [DepthLimitedJSONParser, SnsJSONParser]  # MinIO sends JSON, SNS JSON as text/plain
 
     @extend_schema(
         request={"application/json": {"type": "object", "description": "An S3 event notification (MinIO or "

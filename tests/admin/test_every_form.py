@@ -76,6 +76,15 @@ def _trigger():
                           pipeline=pipeline_create(name="triggered", definition=RESIZE_THEN_GRAY, created_by=staff))
 
 
+def _schedule():
+    from executions.schedules import schedule_create
+
+    staff = factories.StaffFactory()
+    image = factories.FileFactory(created_by=staff)
+    return schedule_create(user=staff, name="hourly", cron="0 * * * *", inputs=[str(image.pk)],
+                           pipeline=pipeline_create(name="scheduled", definition=RESIZE_THEN_GRAY, created_by=staff))
+
+
 def _definition(definition: dict) -> Overrides:
     return lambda obj, data: {"name": data.get("name") or "bad", "definition": json.dumps(definition)}
 
@@ -196,6 +205,16 @@ CASES: dict[str, tuple[Callable[[], Any], list, list]] = {
                                                           "parameters": '{"resize": {"width": 0}}'}, None),
     ], [
         ("MIME type that is not one", lambda o, d: {"match_mime_type": "jpeg"}, "A MIME type"),
+    ]),
+    "executions.pipelineschedule": (_schedule, [
+        ("cron that is not one", lambda o, d: {"name": "s", "pipeline": str(o.pipeline_id), "cron": "every day",
+                                               "timezone": "UTC", "inputs": json.dumps(o.inputs),
+                                               "parameters": "{}", "catch_up": "latest"}, "Five fields"),
+        ("no inputs", lambda o, d: {"name": "s", "pipeline": str(o.pipeline_id), "cron": "0 * * * *",
+                                    "timezone": "UTC", "inputs": "[]", "parameters": "{}", "catch_up": "latest"},
+         "Name at least one input file."),
+    ], [
+        ("unknown time zone", lambda o, d: {"timezone": "Mars/Olympus"}, "Not an IANA time zone"),
     ]),
     "executions.triggerfile": (lambda: _trigger().matches.create(file=factories.FileFactory()), [
         ("a match by hand", lambda o, d: {"status": "started"}, None)], [
