@@ -48,8 +48,9 @@ def main() -> int:
         print(f"WARNING: wrote {path} ({image.width}x{image.height})", file=sys.stderr)
     if params.get("done_marker"):
         open(params["done_marker"], "w").close()
-    answer = {"outputs": outputs, "metrics": {"images": len(outputs), "held_mb": len(held) // 2 ** 20,
-                                              **params.get("metrics", {})}}
+    answer = {"outputs": outputs, "metrics": {"images": len(outputs), **params.get("metrics", {})}}
+    if held:
+        answer["metrics"]["held_mb"] = len(held) // 2 ** 20
     if "data" in params:
         answer["data"] = params["data"]
     if "report_env" in params:
