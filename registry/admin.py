@@ -47,6 +47,7 @@ from registry.workflow_services import pipeline_labels_check, pipeline_set_label
 
 from .models import (
     Component,
+    ComponentKind,
     Pipeline,
     PipelineVersion,
     Tag,
@@ -108,6 +109,7 @@ class ComponentAdminForm(forms.ModelForm):
         except ValidationError as exc:
             add_errors(self, exc)
         if self.instance._state.adding and data.get("runner") == Component.Runner.ONNX:
+            data["kind"] = ComponentKind.MAP  # an onnx component's kind follows from its runner
             # The service's model checks, shown on the fields (save_model runs them again).
             upload = data.get("model_upload")
             try:

@@ -300,7 +300,7 @@ def test_resize_classify_annotate_on_real_photos_through_the_api(thread_worker, 
 def test_the_admin_adds_an_onnx_component_from_an_uploaded_model(staff_client):
     import json
 
-    form = {"name": "admin-detector", "version": "1.0.0", "docker_image": "", "runner": "onnx", "kind": "map",
+    form = {"name": "admin-detector", "version": "1.0.0", "docker_image": "", "runner": "onnx", "kind": "merge",
             "deterministic": "on", "description": "", "input_schema": "", "output_schema": "",
             "resource_requirements": "", "model_file": "",
             "model_spec": json.dumps({"task": "detect", "labels": tiny_models.DETECTOR_LABELS})}
@@ -316,6 +316,7 @@ def test_the_admin_adds_an_onnx_component_from_an_uploaded_model(staff_client):
     component = Component.objects.get(name="admin-detector")
     assert component.model_file.original_name == "det.onnx"
     assert component.model_spec["detect"]["boxes_output"] == "boxes"
+    assert component.kind == "map" and component.docker_image == f"onnx:{component.model_file.checksum}"
     page = staff_client.get(f"/admin/registry/component/{component.pk}/change/").content.decode()
     assert "Model signature" in page and "&quot;scores&quot;" in page
 
