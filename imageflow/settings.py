@@ -256,11 +256,14 @@ USE_TZ = True
 
 # --- REST framework ----------------------------------------------------------------------------
 REST_FRAMEWORK = {
+    # Scoped tokens and the legacy single token; the scoped token's scopes are checked there
+    # (imageflow/accounts/authentication.py), and its requests counted by the rate limit.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "imageflow.accounts.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["imageflow.accounts.rate_limit.ApiTokenRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "imageflow.api.pagination.StandardPagination",
@@ -519,6 +522,13 @@ PROGRESS_LONG_POLL_MAX_SECONDS = env.float("PROGRESS_LONG_POLL_MAX_SECONDS", 25.
 # A WebSocket / event-stream ticket (POST /api/v1/ws-tickets/, then ?ticket=) is good for one
 # connection within this many seconds (docs/security.md): long enough to open the socket.
 WS_TICKET_TTL_SECONDS = env.int("WS_TICKET_TTL_SECONDS", 30)
+# Requests per window one API token may make ("600/min", "10/s", "5000/hour"; empty or "0/min": no
+# limit), counted in Redis; over it, 429 with Retry-After (docs/security.md#rate-limit). Checked
+# here so that a typo stops the start instead of switching the limit off.
+API_TOKEN_RATE_LIMIT = env.str("API_TOKEN_RATE_LIMIT", "600/min")
+from imageflow.accounts.rates import parse_rate as _parse_rate  # noqa: E402 - beside the setting it checks
+
+_parse_rate(API_TOKEN_RATE_LIMIT)
 # Execution log records are buffered in PostgreSQL and shipped in bulk this often.
 LOG_SHIP_INTERVAL_SECONDS = env.float("LOG_SHIP_INTERVAL_SECONDS", 2.0)
 LOG_SHIP_BATCH_SIZE = env.int("LOG_SHIP_BATCH_SIZE", 2000)

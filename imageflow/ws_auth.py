@@ -1,5 +1,6 @@
-"""WebSocket authentication: the session cookie (Channels' AuthMiddlewareStack), an API token in
-an `Authorization: Token <key>` header, or a single-use ticket in `?ticket=<ticket>` (from
+"""WebSocket authentication: the session cookie (Channels' AuthMiddlewareStack), an API token (the
+legacy one or a scoped one with the read scope, imageflow/accounts/authentication.py) in an
+`Authorization: Token <key>` header, or a single-use ticket in `?ticket=<ticket>` (from
 `POST /api/v1/ws-tickets/`, docs/security.md).
 
 A long-lived API token is never taken from the URL: URLs are written to access logs, proxy logs
@@ -22,12 +23,15 @@ CREDENTIAL_QUERY_PARAMETERS = ("token", "access_token", "api_key")
 
 @database_sync_to_async
 def _user_for_token(key: str):
-    from rest_framework.authtoken.models import Token
+    """The legacy or a scoped token (imageflow/accounts/authentication.py); a connection only
+    reads, so a scoped token needs the read scope. Anything else is anonymous (4401)."""
+    from imageflow.accounts.authentication import TokenRejected, api_key_user, has_scope
 
-    token = Token.objects.select_related("user").filter(key=key).first()
-    if token is None or not token.user.is_active:
+    try:
+        user, _ = api_key_user(key)
+    except TokenRejected:
         return AnonymousUser()
-    return token.user
+    return user if has_scope(user, "read") else AnonymousUser()
 
 
 @database_sync_to_async

@@ -173,3 +173,19 @@ class AuditEntryFactory(factory.django.DjangoModelFactory):
     object_id = factory.Faker("uuid4")
     object_repr = "a workflow"
     after = factory.LazyFunction(lambda: {"name": "a workflow"})
+
+
+# --- accounts: scoped API tokens ------------------------------------------------------------
+
+class ApiTokenFactory(factory.django.DjangoModelFactory):
+    """A token row without a usable secret (tests that call the API with one use
+    imageflow.accounts.services.api_token_create, which returns it)."""
+
+    class Meta:
+        model = "accounts.ApiToken"
+
+    user = factory.SubFactory(UserFactory)
+    name = factory.Sequence(lambda n: f"token-{n}")
+    prefix = factory.Sequence(lambda n: f"ifk_{n:08x}")
+    key_hash = factory.Sequence(lambda n: f"{n:064x}")
+    scopes = factory.LazyFunction(lambda: ["read"])

@@ -41,10 +41,15 @@ def _error(status: int, type_: str, detail: str, errors: dict | None = None) -> 
 
 @sync_to_async
 def _token_user(key: str):
-    from rest_framework.authtoken.models import Token
+    """The legacy or a scoped token (imageflow/accounts/authentication.py), which for these
+    read-only events needs the read scope."""
+    from imageflow.accounts.authentication import TokenRejected, api_key_user, has_scope
 
-    token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token is not None and token.user.is_active else None
+    try:
+        user, _ = api_key_user(key)
+    except TokenRejected:
+        return None
+    return user if has_scope(user, "read") else None
 
 
 @sync_to_async

@@ -27,21 +27,27 @@ class TokenObtainView(APIView):
         token, _ = Token.objects.get_or_create(user=serializer.validated_data["user"])
         return Response({"token": token.key}, status=status.HTTP_200_OK)
 
-    @extend_schema(request=None, responses={204: None, **ERROR_RESPONSES(401)}, summary="Revoke the current token",
-                   tags=["auth"])
+    @extend_schema(request=None, responses={204: None, **ERROR_RESPONSES(401)},
+                   summary="Revoke the token presented (a scoped one, or the legacy token)", tags=["auth"])
     def delete(self, request):
         if not request.user.is_authenticated:
             from rest_framework.exceptions import NotAuthenticated
 
             raise NotAuthenticated()
-        Token.objects.filter(user=request.user).delete()
+        from imageflow.accounts.models import ApiToken
+        from imageflow.accounts.services import api_token_revoke
+
+        if isinstance(request.auth, ApiToken):  # a scoped token revokes itself, not the legacy one
+            api_token_revoke(token=request.auth)
+        else:
+            Token.objects.filter(user=request.user).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def get_authenticators(self):
         if getattr(self, "request", None) is not None and self.request.method == "DELETE":
-            from rest_framework.authentication import TokenAuthentication
+            from imageflow.accounts.authentication import ApiTokenAuthentication
 
-            return [TokenAuthentication()]
+            return [ApiTokenAuthentication()]
         return []
 
 

@@ -23,6 +23,7 @@ _DESCRIPTIONS = {
     409: "Conflict with the current state.",
     413: "Upload larger than allowed.",
     415: "Unsupported media type.",
+    429: "Too many requests for this token (Retry-After says when to try again).",
 }
 
 
@@ -51,7 +52,9 @@ def error_postprocessing_hook(result, generator, request, public):
             responses = operation.setdefault("responses", {})
             codes = ["400", "404", "405", "406", "415", "500"]
             if operation.get("security") != [] and {} not in (operation.get("security") or [{}]):
-                codes.append("401")
+                # 403: a scoped token without the scope the operation needs; 429: the token's rate
+                # limit, with Retry-After (docs/security.md#api-tokens-scopes-and-the-rate-limit).
+                codes.extend(["401", "403", "429"])
             for code in codes:
                 responses.setdefault(code, ref)
     return result

@@ -9,6 +9,7 @@ app_name = "api"
 urlpatterns = [
     path("auth/token/", TokenObtainView.as_view(), name="token"),
     path("ws-tickets/", WsTicketView.as_view(), name="ws-ticket"),
+    path("", include("imageflow.accounts.api.urls")),
     path("", include("registry.api.workflow_urls")),
     path("", include("registry.api.urls")),
     path("", include("files.api.urls")),

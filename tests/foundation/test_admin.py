@@ -16,6 +16,7 @@ def _make(model):
     """One saved instance of `model`, so its change page has something to show."""
     makers = {
         "accounts.user": factories.UserFactory,
+        "accounts.apitoken": factories.ApiTokenFactory,
         "auth.group": lambda: Group.objects.create(name="editors"),
         "registry.component": factories.ComponentFactory,
         "registry.pipeline": factories.PipelineFactory,

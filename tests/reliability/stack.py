@@ -154,7 +154,10 @@ class WebServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("wb")
         # Served as `make run` serves it: a database pool per process (the test process has it off).
-        full_env = {**os.environ, "DATABASE_NAME": database, "DEBUG": "false", "DATABASE_POOL": "true", **(env or {})}
+        # No per-token rate limit: the load tests share one token among up to 200 clients to load
+        # the service, not its limiter (tests/accounts/test_rate_limit.py tests that).
+        full_env = {**os.environ, "DATABASE_NAME": database, "DEBUG": "false", "DATABASE_POOL": "true",
+                    "API_TOKEN_RATE_LIMIT": "", **(env or {})}
         self.process = subprocess.Popen(
             [str(VENV_BIN / "uvicorn"), "imageflow.asgi:application", "--host", "127.0.0.1", "--port", str(self.port),
              "--lifespan", "off", "--workers", str(workers), "--no-access-log"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,10 @@ import requests
 from imageflow_client import __version__
 
 TIMEOUT = (10, 300)  # connect, read: an upload of a big image or a long poll may take a while
+# A token's rate limit (429, docs/security.md#rate-limit): wait as long as Retry-After says, this
+# many times, for requests that can be sent again (not a streamed upload body, which is spent).
+RATE_LIMIT_RETRIES = 5
+RATE_LIMIT_MAX_WAIT_SECONDS = 60.0
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}$")
 
 
@@ -36,6 +41,14 @@ class ApiError(Exception):
             return cls(response.status_code, str(body["detail"]), type=str(body.get("type", "")),
                        errors=body.get("errors") if isinstance(body.get("errors"), dict) else None)
         return cls(response.status_code, f"HTTP {response.status_code} from {response.url}")
+
+
+def retry_after_seconds(response: requests.Response) -> float:
+    try:
+        seconds = float(response.headers.get("Retry-After", "1"))
+    except ValueError:  # an HTTP date: not sent by this server
+        seconds = 1.0
+    return min(max(seconds, 0.0), RATE_LIMIT_MAX_WAIT_SECONDS)
 
 
 def is_uuid(text: str) -> bool:
@@ -68,7 +81,12 @@ class Api:
 
     def request(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", TIMEOUT)
-        response = self.session.request(method, self.absolute(path), **kwargs)
+        attempts = 1 + (RATE_LIMIT_RETRIES if "data" not in kwargs and "files" not in kwargs else 0)
+        for attempt in range(attempts):
+            response = self.session.request(method, self.absolute(path), **kwargs)
+            if response.status_code != 429 or 429 in expect or attempt == attempts - 1:
+                break
+            time.sleep(retry_after_seconds(response))
         if response.status_code not in expect:
             raise ApiError.from_response(response)
         return response
