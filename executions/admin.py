@@ -226,7 +226,7 @@ def steps_waiting_for(execution) -> list[dict]:
     from executions.engine.presence import live_queues, waiting_for
 
     steps = list(execution.steps.filter(status__in=[StepStatus.PENDING, StepStatus.RUNNING])
-                 .only("id", "node_id", "status", "input_data").order_by("created_at", "node_id"))
+                 .only("id", "execution_id", "node_id", "status", "input_data").order_by("created_at", "node_id"))
     live = live_queues() if steps else None
     return [{"node_id": step.node_id, "message": note} for step in steps
             if (note := waiting_for(step, live)) is not None]

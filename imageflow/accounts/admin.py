@@ -30,6 +30,10 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        # Nothing on the page is editable: a change is the revoke action only.
+        return False
+
     @admin.display(description="scopes")
     def scope_list(self, token: ApiToken) -> str:
         return ", ".join(token.scopes)

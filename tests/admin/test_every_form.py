@@ -237,6 +237,9 @@ CASES: dict[str, tuple[Callable[[], Any], list, list]] = {
         ("member twice", lambda o, d: {"user": str(factories.MembershipFactory(
             organization=o.organization).user_id)}, None),
     ]),
+    "accounts.apitoken": (factories.ApiTokenFactory, [
+        ("a token by hand", lambda o, d: {"name": "mine", "scopes": "admin"}, None)], [
+        ("forged scopes", lambda o, d: {"scopes": "admin", "revoked_at": ""}, None)]),
     "audit.auditentry": (factories.AuditEntryFactory, [
         ("an entry by hand", lambda o, d: {"action": "delete"}, None)], [
         ("forged action", lambda o, d: {"action": "delete", "object_repr": "forged"}, None)]),

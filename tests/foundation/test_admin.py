@@ -12,6 +12,17 @@ from tests.admin.pages import form_fields
 pytestmark = pytest.mark.django_db
 
 
+def _automation(name: str):
+    """A maker of tests/admin/test_every_form.py (rows made through the automation services)."""
+    def make():
+        from executions.catalogue import builtin_components_register
+        from tests.admin import test_every_form
+
+        builtin_components_register()  # their pipelines name built-ins
+        return getattr(test_every_form, name)()
+    return make
+
+
 def _make(model):
     """One saved instance of `model`, so its change page has something to show."""
     makers = {
@@ -36,6 +47,12 @@ def _make(model):
         "registry.workflowversion": factories.WorkflowVersionFactory,
         "registry.workflowaccess": factories.WorkflowAccessFactory,
         "audit.auditentry": factories.AuditEntryFactory,
+        # automation (executions/automation_admin.py): made through their services, as their admin forms do
+        "executions.webhooksubscription": _automation("_subscription"),
+        "executions.webhookdelivery": _automation("_delivery"),
+        "executions.trigger": _automation("_trigger"),
+        "executions.triggerfile": lambda: _automation("_trigger")().matches.create(file=factories.FileFactory()),
+        "executions.pipelineschedule": _automation("_schedule"),
     }
     label = model._meta.label_lower
     if label == "authtoken.tokenproxy":
