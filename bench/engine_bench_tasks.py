@@ -1,6 +1,8 @@
 """Included into the benchmark's worker: the bare Celery task the overhead benchmark chains, and,
 with ENGINE_BENCH_NO_PROGRESS=1, the live-progress receivers disconnected (to attribute the
-engine's per-step time: its own bookkeeping vs progress publishing)."""
+engine's per-step time: its own bookkeeping vs progress publishing); with
+ENGINE_BENCH_NO_THUMBNAILS=1, the thumbnail task a no-op (to attribute the workers' time spent on
+thumbnails of every stored output)."""
 
 import os
 
@@ -11,6 +13,13 @@ from celery import shared_task
 def noop(*args, **kwargs) -> None:
     return None
 
+
+if os.environ.get("ENGINE_BENCH_NO_THUMBNAILS") == "1":
+    # The thumbnail task every stored file asks for is still sent and delivered, but makes
+    # nothing: what the workers spend on thumbnails of the benchmark's outputs, attributed.
+    from files import services as _file_services
+
+    _file_services.file_thumbnails_generate = lambda *, file_id: None
 
 if os.environ.get("ENGINE_BENCH_NO_PROGRESS") == "1":
     from executions import signals
