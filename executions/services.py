@@ -97,6 +97,7 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
         raise ValidationError({"on_item_error": [f"Must be one of {', '.join(ON_ITEM_ERROR_POLICIES)}."]})
     options = {"on_item_error": on_item_error or dag.on_item_error or settings.ON_ITEM_ERROR_DEFAULT,
                "use_cache": bool(use_cache)}
+    plans = _items_plans(dag, len(run_inputs))
 
     with transaction.atomic():
         try:
@@ -124,7 +125,7 @@ def execution_start(*, pipeline: Pipeline, inputs: list, parameters: dict | None
                     "edges": [edge.as_dict() for edge in dag.incoming[node.id]],
                     "inputs": run_inputs if not dag.parents[node.id] else None,
                     **options,
-                    **_items_plan(dag, node.id),
+                    **plans.get(node.id, {}),
                     **_route(node.component),
                 },
             )
@@ -149,14 +150,32 @@ def _route(component) -> dict:
     return {"queue": queue} if queue else {}
 
 
-def _items_plan(dag, node_id: str) -> dict:
-    """{"items": {"streams_from": parent or None}} for a map step (nothing for a merge step)."""
-    if dag.nodes[node_id].component.kind != ComponentKind.MAP or not settings.STEP_ITEMS_ENABLED:
-        return {}
-    edges = dag.incoming[node_id]
-    streams = (len(edges) == 1 and edges[0].outputs is None
-               and dag.nodes[edges[0].parent].component.kind == ComponentKind.MAP)
-    return {"items": {"streams_from": edges[0].parent if streams else None}}
+def _items_plans(dag, input_count: int) -> dict[str, dict]:
+    """node id -> {"items": {"streams_from": parent or None}} for the map steps that run as items.
+
+    A map step keeps its input count, so along a chain of map steps from a root it is known at the
+    start: a chain over fewer than 2 images has nothing to fan out and runs as plain steps (items
+    would only add their bookkeeping to each step). A map step after anything else (a merge,
+    several parents, an edge picking outputs) runs as items, as many as its inputs turn out to be.
+    A map step whose only edge carries all the outputs of an itemized map step streams from it."""
+    plans: dict[str, dict] = {}
+    known: dict[str, int | None] = {}  # node id -> its input count when the start can know it
+    for node_id in dag.order:
+        edges = dag.incoming[node_id]
+        is_map = dag.nodes[node_id].component.kind == ComponentKind.MAP
+        single = (len(edges) == 1 and edges[0].outputs is None
+                  and dag.nodes[edges[0].parent].component.kind == ComponentKind.MAP)
+        if not edges:
+            known[node_id] = input_count
+        else:
+            known[node_id] = known[edges[0].parent] if single else None
+        if not is_map or not settings.STEP_ITEMS_ENABLED:
+            continue
+        if known[node_id] is not None and known[node_id] < 2:
+            continue
+        plans[node_id] = {"items": {"streams_from": edges[0].parent if single and edges[0].parent in plans
+                                    else None}}
+    return plans
 
 
 def _request_id_field() -> dict:

@@ -381,7 +381,7 @@ EXECUTION_SWEEP_INTERVAL_SECONDS = env.float("EXECUTION_SWEEP_INTERVAL_SECONDS",
 STEP_IMAGE_CONCURRENCY = env.int("STEP_IMAGE_CONCURRENCY", 2)
 # Items (executions/engine/items.py): a map step over N inputs runs as ceil(N / STEP_ITEM_BATCH)
 # items, each claimed and run on its own by any worker (docs/engine.md, "Items").
-STEP_ITEM_BATCH = env.int("STEP_ITEM_BATCH", 8)
+STEP_ITEM_BATCH = env.int("STEP_ITEM_BATCH", 16)
 # Off: a map step runs as one step task over all its inputs, as before items (the run start
 # decides; for comparisons in benchmarks, and the tests of the step-level path merge steps use).
 STEP_ITEMS_ENABLED = env.bool("STEP_ITEMS_ENABLED", True)
@@ -418,11 +418,6 @@ ITEM_EVENTS_PER_SECOND = env.float("ITEM_EVENTS_PER_SECOND", 4.0)
 # {output_dir} the step's output directory (mounted at the same path in the container),
 # {memory_bytes} the component's memory limit (0: none; docker's --memory 0 is no limit).
 CONTAINER_COMMAND_TEMPLATE = env.str("CONTAINER_COMMAND_TEMPLATE", "docker run --rm -i --memory {memory_bytes} -v {output_dir}:{output_dir} {image}")
-# Celery's Django fixup closes the database connection before and after every task unless this
-# is set (then only every 2*Nth); engine tasks call close_old_connections() themselves, which
-# applies CONN_MAX_AGE and the health check. scripts/run.sh sets 1000 for its worker; it stays off
-# by default because an in-process test worker would keep its connection past the test database.
-CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 0) or None
 # The GPUs of this worker host (CUDA device indexes or UUIDs, "0,1"): a step of a component asking for
 # `"gpu": n` gets the first n in its external process's CUDA_VISIBLE_DEVICES, any other step an
 # empty one; empty (the default): CUDA_VISIBLE_DEVICES is left as the worker has it.
@@ -431,6 +426,11 @@ WORKER_GPU_DEVICES = env.list("WORKER_GPU_DEVICES", [])
 # presence.py); a worker not heard from for three times this is taken as gone, and a step routed
 # to a queue without a live worker is reported as waiting for one.
 WORKER_PRESENCE_SECONDS = env.float("WORKER_PRESENCE_SECONDS", 10.0)
+# Celery's Django fixup closes the database connection before and after every task unless this
+# is set (then only every 2*Nth); engine tasks call close_old_connections() themselves, which
+# applies CONN_MAX_AGE and the health check. scripts/run.sh sets 1000 for its worker; it stays off
+# by default because an in-process test worker would keep its connection past the test database.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", 0) or None
 CELERY_BEAT_SCHEDULE = {
     "executions-sweep-stale-steps": {
         "task": "executions.tasks.execution_sweep",

@@ -169,7 +169,8 @@ WITH done AS (
     UPDATE {_STEPS} AS child SET waiting_parents = child.waiting_parents - 1
      WHERE child.execution_id = %(execution)s AND {_only_filter("child.status", StepStatus.PENDING)}
        AND child.input_data -> 'parents' ? %(node)s AND EXISTS (SELECT FROM done)
- RETURNING child.id, child.waiting_parents, child.input_data ->> 'queue' AS queue
+ RETURNING child.id, child.waiting_parents, child.input_data ->> 'queue' AS queue,
+           (child.input_data -> 'items' ->> 'streams_from') IS NOT NULL AS streams
 ), line AS (
     INSERT INTO {_LOGS} {_LOG_COLUMNS} SELECT {_log_values("line_")} FROM done
 ), lineage AS (
@@ -182,7 +183,8 @@ WITH done AS (
     ON CONFLICT DO NOTHING
 ), {_COUNTS_CTE}
 SELECT EXISTS (SELECT FROM done),
-       ARRAY(SELECT jsonb_build_array(id, queue) FROM children WHERE waiting_parents <= 0),
+       -- (a child streaming from this step needs no task: its items were given their inputs one by one)
+       ARRAY(SELECT jsonb_build_array(id, queue) FROM children WHERE waiting_parents <= 0 AND NOT streams),
        (SELECT count(*) FROM children), {_COUNTS}
 """
 
@@ -279,7 +281,7 @@ def claim_step(*, step_id: UUID | str, now: datetime, worker: str) -> Claim | No
 
 def complete_step(*, step: ComponentExecution, attempt: int, now: datetime, inputs: list[str], output_data: dict,
                   execution_time_ms: int, resource_usage: dict, line,
-                  lineage: list[tuple[str, str]] = ()) -> tuple[bool, dict[str, str | None], int, Counts]:
+                  lineage: list[tuple[str, str]] = ()) -> tuple[bool, dict[UUID, str | None], int, Counts]:
     """(won, the children that became ready (id -> queue), how many pending children the step has,
     the run's counts with this step finished). `lineage`: (output file id, the input file id it
     was derived from) pairs, recorded only if the completion wins."""
@@ -289,5 +291,5 @@ def complete_step(*, step: ComponentExecution, attempt: int, now: datetime, inpu
             "resource_usage": json.dumps(resource_usage), "now": now, "step": step.pk, "attempt": attempt,
             "execution": step.execution_id, "node": step.node_id, **_line("line_", line)})
     won, ready, pending_children, total, finished = row
-    ready = dict(tuple(_json(pair)) for pair in ready or [])
+    ready = {UUID(step_id): queue for step_id, queue in (_json(pair) for pair in ready or [])}
     return won, ready, pending_children, Counts(total_steps=total, finished_steps=finished + 1)

@@ -314,8 +314,7 @@ def test_an_image_over_the_pixel_limit_is_a_clear_step_failure(builtins, pipelin
     step = run_single(pipeline_of, user, [source], "resize", width=100)
     assert step.status == StepStatus.FAILED
     assert step.error_message == ("resize: input Canon_PowerShot_S40.jpg is too large: 480x360 is 172,800 pixels, "
-                                  "more than the limit of 50,000 (IMAGE_MAX_PIXELS) "
-                                  f"(item 0, inputs Canon_PowerShot_S40.jpg ({source.id}))")
+                                  "more than the limit of 50,000 (IMAGE_MAX_PIXELS)")
 
 
 @pytest.mark.parametrize("path", HEIC, ids=photo_id)

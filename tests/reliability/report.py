@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "reliability.md"
 
 SCENARIOS = {
-    1: "SIGKILL of a worker process mid-item",
+    1: "SIGKILL of a worker process mid-step",
     2: "Object store stopped",
     3: "Search server stopped",
     4: "Redis stopped",
