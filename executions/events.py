@@ -468,13 +468,17 @@ def on_step_status_changed(sender, *, execution_id, step_id, node_id, status, pr
     # A step that finished gets its counts as committed with it (one primary-key read): whichever
     # order the engine sends the two signals in (a failed item's counts come after the step's
     # failure), the finished step's last counts are never behind its status event.
-    if status in FINISHED_STEP_STATUSES:
+    # The engine passes them when it finishes an itemized step (`items`); the read is for a step of
+    # a run this process saw items of, and a run of plain steps (no items anywhere) costs nothing.
+    committed = kwargs.get("items")
+    if status in FINISHED_STEP_STATUSES and committed is None and item_progress.knows(execution_id):
         try:
             committed = step_item_counts(ComponentExecution.objects.filter(pk=step_id).values(
                 *ITEM_COLUMNS.values()).first() or {})
         except Exception:
             logger.exception("could not read the item counts of step %s", step_id)
             committed = None
+    if status in FINISHED_STEP_STATUSES:
         if committed is not None:
             item_progress.add(execution_id=execution_id, step_id=step_id, node_id=node_id, items=committed)
     item_progress.flush(execution_id)

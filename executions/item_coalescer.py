@@ -105,6 +105,11 @@ class ItemProgressCoalescer:
                 return
         self._flush_run(run_id, run)
 
+    def knows(self, execution_id) -> bool:
+        """Whether this process holds (or held) item counts of the run: a run of plain steps has none."""
+        with self._lock:
+            return str(execution_id) in self._runs
+
     def flush(self, execution_id) -> None:
         """Publish what is pending for the run now (before one of its status events)."""
         with self._lock:

@@ -63,7 +63,8 @@ WITH run AS (
      WHERE e.id = %(execution)s AND EXISTS (SELECT FROM claimed) AND {_only_filter("e.status", ExecutionStatus.PENDING)}
  RETURNING e.id
 ), component AS (
-    SELECT c.id, c.name, c.version, c.runner, c.docker_image, c.deterministic FROM {_COMPONENTS} c
+    SELECT c.id, c.name, c.version, c.runner, c.docker_image, c.deterministic, c.output_schema, c.model_file_id,
+           c.model_spec FROM {_COMPONENTS} c
      WHERE c.id = (SELECT component_id FROM step)
 ), lines AS (
     INSERT INTO {_LOGS} {_LOG_COLUMNS}
@@ -86,7 +87,7 @@ WITH run AS (
 SELECT claimed.id, claimed.step_id, claimed.index, claimed.inputs, claimed.attempts, claimed.metrics,
        step.node_id, step.input_data, step.component_id, step.item_count,
        component.name, component.version, component.runner, component.docker_image, component.deterministic,
-       run.created_by, EXISTS (SELECT FROM step_started), EXISTS (SELECT FROM run_started)
+       component.output_schema, component.model_file_id, component.model_spec, run.created_by, EXISTS (SELECT FROM step_started), EXISTS (SELECT FROM run_started)
   FROM claimed, step, component, run
 """
 
@@ -158,13 +159,17 @@ def item_claim(*, execution_id, now: datetime, worker: str, steps: list) -> Item
     if row is None:
         return None
     (pk, step_id, index, inputs, attempts, metrics, node_id, input_data, component_id, item_count,
-     name, version, runner, docker_image, deterministic, created_by_id, step_started, run_started) = row
+     name, version, runner, docker_image, deterministic, output_schema, model_file_id, model_spec, created_by_id,
+     step_started, run_started) = row
     item = _loaded(StepItem, id=pk, execution_id=execution_id, step_id=step_id, index=index, status="running",
                    inputs=_json(inputs), attempts=attempts, metrics=_json(metrics), heartbeat_at=now, worker=worker)
     step = _loaded(ComponentExecution, id=step_id, execution_id=execution_id, node_id=node_id, status="running",
                    input_data=_json(input_data), component_id=component_id, item_count=item_count, attempts=1)
+    # (what the runners, the cache and the output contract read: no deferred field is fetched per item)
     step.component = _loaded(Component, id=component_id, name=name, version=version, runner=runner,
-                             docker_image=docker_image, deterministic=deterministic)
+                             docker_image=docker_image, deterministic=deterministic,
+                             output_schema=_json(output_schema), model_file_id=model_file_id,
+                             model_spec=_json(model_spec))
     step.execution = _loaded(PipelineExecution, id=execution_id, status=ExecutionStatus.RUNNING,
                              created_by_id=created_by_id)
     item.step = step

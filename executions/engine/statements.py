@@ -126,7 +126,7 @@ WITH target AS (
      WHERE e.id = (SELECT execution_id FROM claimed) AND {_only_filter("e.status", ExecutionStatus.PENDING)}
  RETURNING e.id
 ), component AS (
-    SELECT c.name, c.version, c.runner, c.docker_image FROM {_COMPONENTS} c
+    SELECT c.name, c.version, c.runner, c.docker_image, c.output_schema FROM {_COMPONENTS} c
      WHERE c.id = (SELECT component_id FROM claimed)
 ), lines AS (
     -- one INSERT, in this order: the run's start is logged before its first step's
@@ -152,7 +152,7 @@ WITH target AS (
 )
 SELECT claimed.id, claimed.execution_id, claimed.node_id, claimed.input_data, claimed.attempts, claimed.component_id,
        run.status, run.created_by, component.name, component.version, component.runner, component.docker_image,
-       {_parents_of("claimed")}, EXISTS (SELECT FROM started), counts.total, counts.finished
+       {_parents_of("claimed")}, EXISTS (SELECT FROM started), counts.total, counts.finished, component.output_schema
   FROM claimed, run, component, counts
 """
 
@@ -273,9 +273,11 @@ def claim_step(*, step_id: UUID | str, now: datetime, worker: str) -> Claim | No
     if row is None:
         return None
     (pk, execution_id, node_id, input_data, attempts, component_id, execution_status, created_by_id, name, version,
-     runner, docker_image, parents, run_started, total, finished) = row
+     runner, docker_image, parents, run_started, total, finished, output_schema) = row
     fetched = _step_from_row((pk, execution_id, node_id, "running", input_data, attempts, now, worker, component_id,
                               execution_status, created_by_id, name, version, runner, docker_image, parents))
+    # what the output contract checks (executions.engine.contracts), read with the claim
+    fetched.step.component.output_schema = _json(output_schema)
     return Claim(fetched=fetched, run_started=run_started, counts=Counts(total_steps=total, finished_steps=finished))
 
 
