@@ -135,8 +135,10 @@ def module_log_records():
 
 
 @pytest.fixture
-def world(db):
+def world(db, settings):
     """User A owns one object of each kind; B is another non-staff user."""
+    # The object-store event endpoint is off (404) unless configured; on, it is in the matrix.
+    settings.OBJECT_EVENTS_TOKEN = "matrix-object-events-token-0123456789"
     owner, other = UserFactory(), UserFactory()
     component = ComponentFactory(name="matrix-resize", version="1.0.0", runner="builtin",
                                  input_schema={"type": "object", "properties": {"width": {"type": "integer"}}})
@@ -147,9 +149,22 @@ def world(db):
     file = FileFactory(created_by=owner)
     workflow, _ = workflow_create(user=owner, data={"name": "A's workflow", "nodes": [
         {"key": "fetch", "node_type": "tool", "name": "Fetch"}], "edges": [], "params": []})
+    from executions.schedules import schedule_create
+    from executions.triggers import trigger_create
+    from executions.webhooks import webhook_subscription_create
+    from imageflow.accounts.services import api_token_create
+
+    subscription = webhook_subscription_create(url="https://example.com/hook", events=["execution.failed"],
+                                               user=owner)
+    delivery = subscription.deliveries.create(event="execution.failed", event_key=f"{execution.pk}:execution.failed")
+    trigger = trigger_create(user=owner, pipeline=pipeline, name="A's trigger")
+    schedule = schedule_create(user=owner, pipeline=pipeline, name="A's schedule", cron="0 * * * *",
+                               inputs=[str(file.pk)])
+    token = api_token_create(user=owner, name="A's token", scopes=["read"]).token
     return {"owner": owner, "other": other, "ids": {
         "pipelines": pipeline.pk, "executions": execution.pk, "files": file.pk, "workflows": workflow.pk,
-        "components": component.pk}}
+        "components": component.pk, "webhooks": subscription.pk, "webhook-deliveries": delivery.pk,
+        "triggers": trigger.pk, "schedules": schedule.pk, "tokens": token.pk}}
 
 
 def concrete(template: str, ids: dict) -> str | None:
