@@ -88,14 +88,20 @@ def step_queue(step: ComponentExecution) -> str | None:
     return (step.input_data or {}).get("queue") or None
 
 
-def streaming_chain(step: ComponentExecution) -> list[ComponentExecution]:
-    """The step and, depth first, the steps that stream from it (and from those)."""
-    steps = steps_graph(step.execution_id)
+def streams_by_parent(steps: list[ComponentExecution]) -> dict[str, list[ComponentExecution]]:
+    """Parent node id -> the steps that stream from it."""
     streams: dict[str, list[ComponentExecution]] = {}
     for s in steps:
         parent = ((s.input_data or {}).get("items") or {}).get("streams_from")
         if parent:
             streams.setdefault(parent, []).append(s)
+    return streams
+
+
+def streaming_chain(step: ComponentExecution) -> list[ComponentExecution]:
+    """The step and, breadth first, the steps that stream from it (and from those)."""
+    steps = steps_graph(step.execution_id)
+    streams = streams_by_parent(steps)
     chain, queue = [], [s for s in steps if s.pk == step.pk]
     while queue:
         current = queue.pop(0)

@@ -33,7 +33,7 @@ from executions import logs, signals
 from executions.engine import item_statements
 from executions.engine.contracts import output_check
 from executions.engine.errors import StepFailure, is_transient
-from executions.engine.fanout import drains_send
+from executions.engine.fanout import drains_send, streams_by_parent
 from executions.engine.lifecycle import (
     _describe,
     _transient_retry_delay,
@@ -44,6 +44,7 @@ from executions.engine.lifecycle import (
 from executions.engine.monitor import step_monitor
 from executions.engine.runners import StepContext, get_runner
 from executions.engine.transitions import (
+    descendants,
     finish_if_done,
     lock_execution,
     send_on_commit,
@@ -312,12 +313,7 @@ def item_fail(item: StepItem, *, message: str, execution_time_ms: int | None = N
 def _skip_followers(step: ComponentExecution, index: int) -> list:
     """`continue`: the items of the same index of the steps streaming from `step` (and from
     those) are skipped. Returns the ids of the steps whose counts moved."""
-    graph = steps_graph(step.execution_id)
-    streams: dict[str, list[ComponentExecution]] = {}
-    for s in graph:
-        parent = ((s.input_data or {}).get("items") or {}).get("streams_from")
-        if parent:
-            streams.setdefault(parent, []).append(s)
+    streams = streams_by_parent(steps_graph(step.execution_id))
     moved, queue = [], list(streams.get(step.node_id, []))
     while queue:
         follower = queue.pop(0)
@@ -334,17 +330,7 @@ def _fail_step(step: ComponentExecution, message: str, execution) -> None:
     """`fail` (with the run's row locked): the step fails, its other items and every item and step
     after it are cancelled or skipped, and the run finishes as failed once nothing else runs."""
     now = timezone.now()
-    graph = steps_graph(step.execution_id)
-    children: dict[str, list[ComponentExecution]] = {}
-    for s in graph:
-        for parent in (s.input_data or {}).get("parents", []):
-            children.setdefault(parent, []).append(s)
-    after, queue = [], [step.node_id]
-    while queue:
-        for child in children.get(queue.pop(), []):
-            if child not in after:
-                after.append(child)
-                queue.append(child.node_id)
+    after = descendants(step, steps_graph(step.execution_id))
     StepItem.objects.filter(step_id__in=[step.pk, *[s.pk for s in after]],
                             status__in=[StepStatus.PENDING, StepStatus.RUNNING]).update(
         status=StepStatus.CANCELLED, completed_at=now, error_message=f"cancelled: step {step.node_id} failed")

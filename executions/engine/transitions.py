@@ -86,23 +86,28 @@ def steps_graph(execution_id) -> list[ComponentExecution]:
         "items_skipped"))
 
 
-def skip_descendants(step: ComponentExecution) -> None:
-    steps = steps_graph(step.execution_id)
+def descendants(step: ComponentExecution, steps: list[ComponentExecution]) -> list[ComponentExecution]:
+    """The steps after `step` among the run's `steps` (its children, theirs, ...), each once."""
     children: dict[str, list[ComponentExecution]] = {}
     for s in steps:
         for parent in (s.input_data or {}).get("parents", []):
             children.setdefault(parent, []).append(s)
-    queue, seen = [step.node_id], {step.node_id}
+    found, queue, seen = [], [step.node_id], {step.node_id}
     while queue:
         for child in children.get(queue.pop(), []):
-            if child.node_id in seen:
-                continue
-            seen.add(child.node_id)
-            queue.append(child.node_id)
-            if child.status == StepStatus.PENDING:
-                step_transition(step=child, expected=StepStatus.PENDING, to=StepStatus.SKIPPED,
-                                completed_at=timezone.now(),
-                                error_message=f"skipped: upstream step {step.node_id} failed")
+            if child.node_id not in seen:
+                seen.add(child.node_id)
+                found.append(child)
+                queue.append(child.node_id)
+    return found
+
+
+def skip_descendants(step: ComponentExecution) -> None:
+    for child in descendants(step, steps_graph(step.execution_id)):
+        if child.status == StepStatus.PENDING:
+            step_transition(step=child, expected=StepStatus.PENDING, to=StepStatus.SKIPPED,
+                            completed_at=timezone.now(),
+                            error_message=f"skipped: upstream step {step.node_id} failed")
 
 
 def finish_if_done(execution: PipelineExecution) -> None:
