@@ -158,6 +158,32 @@ def test_2a_a_run_rides_out_an_object_store_outage_of_60_seconds(
                      f"({warnings} transient-error log lines), outputs stored once")
 
 
+def test_2d_items_ride_out_an_object_store_outage_and_store_each_output_once(
+        worker_factory, store_proxy, builtins, pipeline_of, jpeg_file, user):
+    # given a run of 4 images (its map steps run as items) while the store is down for 15 s
+    worker_factory(S3_ENDPOINT_URL=store_proxy.url, STEP_RETRY_BACKOFF_SECONDS=1.0, STEP_ITEM_BATCH="1")
+    pipeline = pipeline_of([node("fit", "resize", width=64), node("gray", "grayscale")], [{"from": "fit", "to": "gray"}])
+    sources = [jpeg_file(160 + i, 120) for i in range(4)]
+    store_proxy.down()
+    down_at = time.monotonic()
+    execution = execution_start(pipeline=pipeline, inputs=[s.id for s in sources], user=user)
+    wait_for(lambda: ExecutionLogRecord.objects.filter(execution=execution, extra__event="item_transient_error").exists(),
+             timeout=30, what="an item to meet the outage")
+    time.sleep(max(0.0, 15 - (time.monotonic() - down_at)))
+    store_proxy.up()
+    # then every item waits and runs again, the run completes, and each image has one output
+    wait_finished(execution, timeout=120)
+    assert execution.status == ExecutionStatus.COMPLETED, execution.error_message
+    steps = {step.node_id: step for step in execution.steps.all()}
+    assert steps["fit"].item_count == 4 and steps["fit"].items_completed == 4
+    assert [_outputs_of(steps[node_id]) for node_id in ("fit", "gray")] == [4, 4]
+    assert len(set(steps["gray"].output_data["files"])) == 4
+    retries = ExecutionLogRecord.objects.filter(execution=execution, extra__event="item_transient_error").count()
+    # (a transient error does not count as a lost worker: no item used up its attempts)
+    assert all(item.attempts == 1 for item in StepItem.objects.filter(execution=execution))
+    print(f"items: outage {time.monotonic() - down_at:.0f} s, {retries} transient-error lines, outputs 4 + 4")
+
+
 def test_2b_an_outage_past_the_retry_budget_fails_the_run_naming_the_object_store(
         worker_factory, store_proxy, builtins, pipeline_of, jpeg_file, user):
     worker_factory(S3_ENDPOINT_URL=store_proxy.url, STEP_TRANSIENT_RETRY_BUDGET_SECONDS=6, STEP_RETRY_BACKOFF_SECONDS=1)
